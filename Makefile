@@ -1,0 +1,53 @@
+# plantnotify — two commands matter: `make up` and `make test` (see README).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+PLUGIN := mosquitto/plugin/plantnotify_auth.so
+PYTEST_ARGS ?=
+
+.PHONY: install system venv plugin web services up test check lint typecheck clean
+
+## install: all set-up, nothing else (system packages, .venv, npm deps, plugin)
+install: system venv web plugin
+
+system:
+	@scripts/install-system.sh
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3.11 -m venv $(VENV) || python3 -m venv $(VENV)
+	@echo "venv: installing Python dependencies into $(VENV)..."
+	@$(PIP) install -q --upgrade pip
+	@$(PIP) install -q -e '.[dev]'
+	@touch $@
+
+web:
+	@if [ -f web/package.json ]; then $(MAKE) -s -C web; fi
+
+plugin:
+	@$(MAKE) -s -C mosquitto/plugin
+
+services:
+	@scripts/ensure-services.sh
+
+## up: the whole local stack in the foreground; Ctrl-C stops all of it
+up: install services
+	@$(VENV)/bin/plantnotify up
+
+## test: installs what is missing, starts services, runs lint, types and the whole suite
+test: install services check
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+check: lint typecheck
+
+lint:
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check . >/dev/null || (echo "ruff format: run '$(VENV)/bin/ruff format .'"; exit 1)
+
+typecheck:
+	@$(VENV)/bin/mypy
+
+clean:
+	@$(MAKE) -s -C mosquitto/plugin clean || true
+	rm -rf .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,160 @@
+"""Event payloads (contract §4): MQTT payload, ``GET /notifications`` items and FCM ``data``.
+
+Events become these types at every boundary; raw dicts do not travel through the code.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
+
+MAX_EVENT_BYTES = 1024  # contract: a payload stays under 1 KiB
+MAX_RECEIPT_BYTES = 256
+
+
+class EventType(StrEnum):
+    COMPLETED = "AnalysisCompleted"
+    FAILED = "AnalysisFailed"
+    PROGRESS = "AnalysisProgress"
+
+
+class AnalysisStatus(StrEnum):
+    PROCESSING = "Processing"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+# Only terminal events may cause a push; progress never does (contract §4).
+PUSHABLE_EVENTS = frozenset({EventType.COMPLETED, EventType.FAILED})
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def deep_link(analysis_id: str) -> str:
+    return f"app://analysis/{analysis_id}"
+
+
+class _Wire(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are kept out."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class _EventBase(_Wire):
+    event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64)
+    analysis_id: str = Field(min_length=1, max_length=64)
+    user_id: str = Field(min_length=1, max_length=64)
+
+
+class AnalysisCompleted(_EventBase):
+    event: Literal[EventType.COMPLETED] = EventType.COMPLETED
+    status: Literal[AnalysisStatus.COMPLETED] = AnalysisStatus.COMPLETED
+    completed_at: datetime = Field(default_factory=utcnow)
+    crop_type: str | None = Field(default=None, max_length=64)
+    primary_concern: str | None = Field(default=None, max_length=200)
+    overall_health_score: int | None = Field(default=None, ge=0, le=100)
+    image_url: str = Field(max_length=256)
+    deep_link: str = ""
+
+    def model_post_init(self, __context: Any) -> None:
+        if not self.deep_link:
+            object.__setattr__(self, "deep_link", deep_link(self.analysis_id))
+
+
+class AnalysisFailed(_EventBase):
+    event: Literal[EventType.FAILED] = EventType.FAILED
+    status: Literal[AnalysisStatus.FAILED] = AnalysisStatus.FAILED
+    failed_at: datetime = Field(default_factory=utcnow)
+    error_message: str = Field(max_length=300)
+
+
+class AnalysisProgress(_EventBase):
+    event: Literal[EventType.PROGRESS] = EventType.PROGRESS
+    status: Literal[AnalysisStatus.PROCESSING] = AnalysisStatus.PROCESSING
+    progress: int = Field(ge=0, le=100)
+    stage: str = Field(max_length=64)
+
+
+Event = Annotated[
+    AnalysisCompleted | AnalysisFailed | AnalysisProgress, Field(discriminator="event")
+]
+_EVENT_ADAPTER: TypeAdapter[AnalysisCompleted | AnalysisFailed | AnalysisProgress] = TypeAdapter(
+    Event
+)
+
+
+class InvalidPayload(ValueError):
+    """A payload that is not one of ours; carries a short reason for logs."""
+
+
+def parse_event(
+    raw: bytes | str | dict[str, Any],
+) -> AnalysisCompleted | AnalysisFailed | AnalysisProgress:
+    try:
+        if isinstance(raw, dict):
+            return _EVENT_ADAPTER.validate_python(raw)
+        if len(raw) > MAX_EVENT_BYTES * 4:
+            raise InvalidPayload("event payload too large")
+        return _EVENT_ADAPTER.validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidPayload(f"not an event: {exc.errors()[0]['msg']}") from None
+
+
+def truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Receipt(_Wire):
+    """``users/{userId}/receipts`` payload: "this device has the event"."""
+
+    event_id: str = Field(min_length=1, max_length=64)
+
+
+def parse_receipt(raw: bytes) -> Receipt:
+    if len(raw) > MAX_RECEIPT_BYTES:
+        raise InvalidPayload("receipt too large")
+    try:
+        return Receipt.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidPayload(f"not a receipt: {exc.errors()[0]['msg']}") from None
+
+
+class SessionSnapshot(_Wire):
+    """Retained on ``plantnotify/sessions/{userId}`` by the broker plugin.
+
+    ``connections`` is the number of live MQTT connections of the user on the broker boot
+    ``boot_id``; a snapshot whose boot id is not the current one is stale (broker restarted).
+    """
+
+    user_id: str
+    boot_id: str
+    connections: int = Field(ge=0)
+    client_ids: list[str] = Field(default_factory=list)
+    seq: int = 0
+    at: int = 0  # unix seconds
+
+
+class BrokerBoot(_Wire):
+    """Retained on ``plantnotify/broker/boot`` by the plugin when the broker starts."""
+
+    boot_id: str
+    started_at: int  # unix seconds

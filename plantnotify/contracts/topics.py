@@ -1,0 +1,89 @@
+"""MQTT topic builders and parsers: the only place topic strings are spelled.
+
+User topics (contract §2):
+    users/{userId}/analyses/{analysisId}   server -> client, retained QoS 1 events
+    users/{userId}/receipts                client -> server, QoS 1 {"eventId": ...}
+
+Service topics (written by the Mosquitto plugin, readable only with role=service):
+    plantnotify/broker/boot                retained BrokerBoot, one per broker start
+    plantnotify/sessions/{userId}          retained SessionSnapshot (live connections of a user)
+The plugin spells the service topics in C (mosquitto/plugin/plantnotify_plugin.c); the broker
+tests check both sides agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plantnotify.contracts.ids import is_valid_user_id
+
+USERS = "users"
+ANALYSES = "analyses"
+RECEIPTS = "receipts"
+
+SERVICE_PREFIX = "plantnotify"
+BROKER_BOOT_TOPIC = f"{SERVICE_PREFIX}/broker/boot"
+SESSIONS = "sessions"
+ALL_SESSIONS_FILTER = f"{SERVICE_PREFIX}/{SESSIONS}/+"
+
+ALL_ANALYSES_FILTER = f"{USERS}/+/{ANALYSES}/+"
+ALL_RECEIPTS_FILTER = f"{USERS}/+/{RECEIPTS}"
+
+
+def _check_user(user_id: str) -> None:
+    if not is_valid_user_id(user_id):
+        raise ValueError(f"invalid user id {user_id!r}")
+
+
+def user_root(user_id: str) -> str:
+    """``users/{userId}`` (no trailing slash)."""
+    _check_user(user_id)
+    return f"{USERS}/{user_id}"
+
+
+def user_filter(user_id: str) -> str:
+    """Everything of one user: ``users/{userId}/#``."""
+    return f"{user_root(user_id)}/#"
+
+
+def analyses_filter(user_id: str) -> str:
+    """All analysis events of one user: ``users/{userId}/analyses/+``."""
+    return f"{user_root(user_id)}/{ANALYSES}/+"
+
+
+def analysis_topic(user_id: str, analysis_id: str) -> str:
+    if not analysis_id or any(c in analysis_id for c in "/+#\x00"):
+        raise ValueError(f"invalid analysis id {analysis_id!r}")
+    return f"{user_root(user_id)}/{ANALYSES}/{analysis_id}"
+
+
+def receipts_topic(user_id: str) -> str:
+    return f"{user_root(user_id)}/{RECEIPTS}"
+
+
+def session_topic(user_id: str) -> str:
+    _check_user(user_id)
+    return f"{SERVICE_PREFIX}/{SESSIONS}/{user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRef:
+    """What a topic names. ``kind`` is ``analysis``, ``receipts`` or ``session``."""
+
+    kind: str
+    user_id: str
+    analysis_id: str | None = None
+
+
+def parse_topic(topic: str) -> TopicRef | None:
+    """Classify a topic of ours; ``None`` for anything else (never raises)."""
+    match topic.split("/"):
+        case [prefix, uid, kind, aid] if prefix == USERS and kind == ANALYSES and aid:
+            ref = TopicRef("analysis", uid, aid)
+        case [prefix, uid, kind] if prefix == USERS and kind == RECEIPTS:
+            ref = TopicRef("receipts", uid)
+        case [prefix, kind, uid] if prefix == SERVICE_PREFIX and kind == SESSIONS:
+            ref = TopicRef("session", uid)
+        case _:
+            return None
+    return ref if is_valid_user_id(ref.user_id) else None

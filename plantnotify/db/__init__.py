@@ -1,0 +1,1 @@
+"""PostgreSQL: models, engine/session helpers and Alembic migrations, shared by all services."""

@@ -1,0 +1,5 @@
+"""Fixtures come from tests/support/*; each part of the system adds its module here."""
+
+pytest_plugins = [
+    "tests.support.services",
+]

@@ -1,0 +1,1 @@
+"""Shared test helpers and fixtures. Real services only: PostgreSQL, RabbitMQ, Mosquitto."""
