@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.services",
     "tests.support.api",
+    "tests.support.broker",
 ]
