@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import secrets
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +16,7 @@ from PIL import Image
 
 from api.app import create_app
 from plantnotify.settings import Settings, load_settings
-from tests.support.net import free_port
+from tests.support.broker import BrokerHandle
 from tests.support.rabbit import private_vhost
 from tests.support.services import RUN_ID
 
@@ -29,51 +27,17 @@ def api_rabbitmq_url(rabbitmq_url: str) -> Iterator[str]:
         yield url
 
 
-class TcpListener:
-    """A plain TCP listener that accepts and closes connections (a stand-in "reachable port")."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port: int = self.sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture(scope="session")
-def mqtt_listener() -> Iterator[TcpListener]:
-    listener = TcpListener()
-    yield listener
-    listener.close()
-
-
 SettingsFactory = Callable[..., Settings]
 
 
 @pytest.fixture(scope="session")
-def make_settings(
-    base_settings: Settings, api_rabbitmq_url: str, mqtt_listener: TcpListener
-) -> SettingsFactory:
+def make_settings(broker: BrokerHandle, api_rabbitmq_url: str) -> SettingsFactory:
+    """Settings for an API app: the test database, our Mosquitto, the API's private vhost and
+    a 1 MiB upload limit (so size tests stay fast); ``overrides`` change any field."""
+
     def make(**overrides: Any) -> Settings:
-        values = base_settings.model_dump()
-        values.update(
-            rabbitmq_url=api_rabbitmq_url,
-            mqtt_port=mqtt_listener.port,
-            mqtt_ws_port=free_port(),
-            max_upload_mb=1,
-        )
+        values = broker.settings.model_dump()
+        values.update(rabbitmq_url=api_rabbitmq_url, max_upload_mb=1)
         values.update(overrides)
         return load_settings(**values)
 
