@@ -2,6 +2,6 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.broker",  # before the modules that import it (assertion rewriting)
     "tests.support.api",
-    "tests.support.broker",
 ]
