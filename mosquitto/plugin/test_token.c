@@ -800,8 +800,15 @@ static void test_sessions(void)
 
 	/* take-over: new context authenticates before the old one disconnects */
 	CHECK(pn_sessions_add(s, &c2, "u1", "u1-a", 300, 0) == 0);
-	CHECK(pn_sessions_remove(s, &a) == 1);
-	CHECK(pn_sessions_remove(s, &a) == 0);
+	CHECK(pn_sessions_depart(s, &a) == 1);
+	CHECK(pn_sessions_depart(s, &a) == 0);
+	/* departed: not counted, still answers "who is this" until reaped (Will ACL check) */
+	CHECK(pn_sessions_find(s, &a) != NULL && pn_sessions_find(s, &a)->departed);
+	CHECK(pn_sessions_count_other(s, "u1", NULL) == 2);
+	CHECK(pn_sessions_size(s) == 2);
+	CHECK(pn_sessions_expired(s, 10000, 0, exp, 4) == 2);
+	pn_sessions_reap(s);
+	CHECK(pn_sessions_find(s, &a) == NULL);
 	memset(&e, 0, sizeof(e));
 	CHECK(pn_sessions_flush(s, "boot1", &seq, 1002, collect, &e) == 1);
 	CHECK(strstr(e.json[0], "\"connections\":2") != NULL);
@@ -812,7 +819,12 @@ static void test_sessions(void)
 	memset(&e, 0, sizeof(e));
 	pn_sessions_flush(s, "boot1", &seq, 1003, collect, &e);
 	CHECK(strstr(e.json[0], "\"connections\":2,\"clientIds\":[\"u1-a\",\"u1-b\"]") != NULL);
+	CHECK(pn_sessions_depart(s, &c2) == 1);
+	/* a reused pointer re-authenticating replaces its departed record */
+	CHECK(pn_sessions_add(s, &c2, "u3", "u3", 300, 0) == 0);
+	CHECK(!pn_sessions_find(s, &c2)->departed && !strcmp(pn_sessions_find(s, &c2)->user, "u3"));
 	CHECK(pn_sessions_remove(s, &c2) == 1);
+	pn_sessions_reap(s);
 
 	/* overlapping ids: "u1-a" is also a valid client id for a user named "u1-a" */
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a") == 1);
@@ -829,8 +841,8 @@ static void test_sessions(void)
 	CHECK(pn_sessions_is_service_user(s, "worker") == 1);
 	CHECK(pn_sessions_is_service_user(s, "u1") == 0);
 	memset(&e, 0, sizeof(e));
-	CHECK(pn_sessions_flush(s, "boot1", &seq, 1004, collect, &e) == 1); /* u1 (d, c2 removal) only */
-	CHECK(!strcmp(e.user[0], "u1"));
+	CHECK(pn_sessions_flush(s, "boot1", &seq, 1004, collect, &e) == 2); /* u1 and u3, not worker */
+	CHECK(strcmp(e.user[0], "worker") != 0 && strcmp(e.user[1], "worker") != 0);
 	CHECK(pn_sessions_remove(s, &svc) == 1);
 	CHECK(pn_sessions_is_service_user(s, "worker") == 1);
 
@@ -840,13 +852,14 @@ static void test_sessions(void)
 	CHECK(pn_sessions_count_other(s, "u2", NULL) == 1);
 
 	/* last connection gone: a zero snapshot, then the user is forgotten */
-	CHECK(pn_sessions_remove(s, &d) == 1);
+	CHECK(pn_sessions_depart(s, &d) == 1);
 	CHECK(pn_sessions_remove(s, &b) == 1);
 	memset(&e, 0, sizeof(e));
 	CHECK(pn_sessions_flush(s, "boot1", &seq, 1005, collect, &e) == 2);
 	CHECK(strstr(e.json[0], "\"connections\":0,\"clientIds\":[]") != NULL);
 	CHECK(strstr(e.json[1], "\"connections\":0,\"clientIds\":[]") != NULL);
 	CHECK(pn_sessions_size(s) == 0);
+	pn_sessions_reap(s);
 
 	/* many connections: rehashing keeps every record findable */
 	for(i = 0; i < 20000; i++){
@@ -857,8 +870,9 @@ static void test_sessions(void)
 	}
 	CHECK(pn_sessions_size(s) == 20000);
 	CHECK(pn_sessions_count_other(s, "u7", NULL) == 7);
-	for(i = 0; i < 20000; i += 2) CHECK(pn_sessions_remove(s, &many[i]) == 1);
+	for(i = 0; i < 20000; i += 2) CHECK(pn_sessions_depart(s, &many[i]) == 1);
 	CHECK(pn_sessions_size(s) == 10000);
+	pn_sessions_reap(s);
 	for(i = 1; i < 20000; i += 2) CHECK(pn_sessions_find(s, &many[i]) != NULL);
 	pn_sessions_free(s);
 }
