@@ -2,6 +2,6 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.broker",  # before modules that import it (assert rewriting)
     "tests.support.api",
-    "tests.support.broker",
 ]
