@@ -21,6 +21,7 @@ from plantnotify.settings import (
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("plantnotify.db.cli", "create the database if missing and apply migrations"),
+    "api": ("api.main", "the HTTP API and web app (uvicorn)"),
     "watch": ("plantnotify.watch.cli", "reference device client: follow your analyses live"),
     "broker": ("plantnotify.broker.cli", "run our Mosquitto with the JWT/ACL plugin"),
     "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         "", description="Comma-separated origins allowed by CORS (never `*` with credentials)."
     )
     max_upload_mb: int = Field(10, ge=1, le=100, description="Largest accepted image, in MiB.")
+    web_dist_dir: Path | None = Field(
+        None, description="Built web app served at `/` (default: `<repo>/web/dist`)."
+    )
+    startup_timeout_seconds: float = Field(
+        30.0, ge=0, description="How long a service waits for its dependencies at start-up."
+    )
 
     # --- storage and queue ------------------------------------------------------------------
     database_url: str = Field(
@@ -77,6 +83,9 @@ class Settings(BaseSettings):
     auth_jwt_issuer: str | None = Field(None, description="Required `iss` of access tokens.")
     auth_jwt_audience: str | None = Field(None, description="Required `aud` of access tokens.")
     auth_user_id_claim: str = Field("sub", description="Claim holding the user id, e.g. `userId`.")
+    auth_jwt_secret: str | None = Field(
+        None, description="HS256 secret of an external identity provider's access tokens."
+    )
 
     mqtt_jwt_algorithm: str = Field("HS256", description="MQTT token algorithm (plugin pins it).")
     mqtt_jwt_private_key_file: Path | None = Field(

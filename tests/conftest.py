@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.api",
     "tests.support.broker",
     "tests.support.fcm",
 ]
