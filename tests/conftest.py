@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.services",
     "tests.support.broker",  # before modules that import it (assert rewriting)
     "tests.support.api",
+    "tests.support.fcm",
 ]
