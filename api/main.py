@@ -4,6 +4,7 @@ the database when it does not exist yet) -> uvicorn -> clean shutdown on SIGTERM
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 
 import uvicorn
@@ -100,5 +101,15 @@ def run(args: argparse.Namespace) -> int:
         "API listening",
         extra={"url": f"http://{settings.api_host}:{settings.api_port}", "docs": "/docs"},
     )
-    server.run()  # uvicorn handles SIGTERM/SIGINT: stops accepting, finishes requests, exits
+    # uvicorn handles SIGTERM/SIGINT: stops accepting, finishes requests, shuts the app down.
+    # Afterwards it re-raises the signal to whatever handler was installed before it; with the
+    # default one the process would die by SIGTERM (143) after a clean stop, or print a
+    # KeyboardInterrupt traceback on Ctrl-C. The stop is already done: exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _already_stopped)
+    server.run()
     return 0 if server.started else 1
+
+
+def _already_stopped(signum: int, frame: object) -> None:
+    log.info("stopped on %s", signal.Signals(signum).name)
