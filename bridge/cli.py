@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _terminate)
     if not args.no_metrics:
         try:
-            start_http_server(settings.metrics_port_bridge, addr="127.0.0.1")
+            start_http_server(settings.metrics_port_bridge, addr=settings.metrics_host)
         except OSError as exc:
             log.error(
                 "cannot serve metrics on port %s (%s); set METRICS_PORT_BRIDGE or --no-metrics",
