@@ -14,6 +14,7 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("plantnotify.db.cli", "create the database if missing and apply migrations"),
+    "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
 }
 
 
