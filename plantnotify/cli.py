@@ -14,6 +14,9 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("plantnotify.db.cli", "create the database if missing and apply migrations"),
+    "watch": ("plantnotify.watch.cli", "reference device client: follow your analyses live"),
+    "broker": ("plantnotify.broker.cli", "run our Mosquitto with the JWT/ACL plugin"),
+    "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),
     "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
 }
 
