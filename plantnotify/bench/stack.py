@@ -1,15 +1,91 @@
-"""Our own parts, started for the bench: the broker variants (and later worker, bridge, API)."""
+"""Our own parts, started for the bench from the same code that runs them in production.
+
+Broker variants all come from our Mosquitto template (``plantnotify.broker.config``), so they
+differ only in authentication:
+- ``plugin``: exactly what ``plantnotify broker`` runs (JWT plugin, per-user ACL, sessions);
+- ``password_file``: the same file with the plugin lines replaced by Mosquitto's own
+  ``password_file`` (PBKDF2-SHA512, as ``mosquitto_passwd`` writes);
+- ``plain``: the same file with the plugin lines removed and anonymous access allowed.
+"""
 
 from __future__ import annotations
 
-from plantnotify.bench.brokers import RunningBroker, start_mosquitto
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from plantnotify.bench.brokers import RunningBroker, _from_popen, _wait
 from plantnotify.bench.context import BenchContext
+from plantnotify.bench.procs import free_port
+from plantnotify.broker.config import BrokerLayout, find_plugin, write_config
+from plantnotify.broker.process import BrokerProcess
+from plantnotify.settings import Settings, load_settings
 
 
-def start_mosquitto_variant(ctx: BenchContext, kind: str, name: str) -> RunningBroker:
-    if kind == "plain":
-        broker = start_mosquitto(name, ctx.scratch(name), auth="anonymous")
+def bench_settings(ctx: BenchContext, **overrides: Any) -> Settings:
+    """Settings for our services in this run: the run's secret, database, vhost, ports."""
+    values: dict[str, Any] = {
+        "environment": "test",
+        "jwt_secret": ctx.secret,
+        "mqtt_audience": ctx.audience,
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+def start_mosquitto_variant(
+    ctx: BenchContext,
+    kind: str,
+    name: str,
+    *,
+    password_file: Path | None = None,
+    plugin_options: dict[str, str | None] | None = None,
+) -> RunningBroker:
+    data_dir = ctx.scratch(name)
+    port, ws_port = free_port(), free_port()
+    settings = bench_settings(
+        ctx, mqtt_host="127.0.0.1", mqtt_port=port, mqtt_ws_port=ws_port, mqtt_data_dir=data_dir
+    )
+    layout = BrokerLayout(
+        port=port,
+        ws_port=ws_port,
+        data_dir=data_dir,
+        plugin_path=find_plugin(settings),
+        plugin_options=dict(plugin_options or {}),
+    )
+    log_path = data_dir / "mosquitto.log"
+    if kind == "plugin":
+        process = BrokerProcess(settings, layout, log_path=log_path)
+        process.start()
+        assert process.pid is not None
+
+        def stop() -> None:
+            process.stop()
+
+        broker = RunningBroker(
+            name, kind, port, ws_port, process.pid, log_path, stop, process.running
+        )
     else:
-        raise NotImplementedError(f"broker kind {kind!r} needs plantnotify.broker (plugin)")
+        text = write_config(settings, layout).read_text()
+        lines = [ln for ln in text.splitlines() if not ln.startswith(("plugin ", "plugin_opt_"))]
+        if kind == "plain":
+            lines = [
+                "allow_anonymous true" if ln.startswith("allow_anonymous") else ln for ln in lines
+            ]
+        elif kind == "password_file":
+            if password_file is None:
+                raise ValueError("the password_file variant needs a password file")
+            lines.append(f"password_file {password_file}")
+        else:
+            raise ValueError(f"unknown broker kind {kind!r}")
+        conf = data_dir / f"{kind}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        log = log_path.open("wb")
+        proc = subprocess.Popen(
+            ["mosquitto", "-c", str(conf)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+        )
+        broker = _from_popen(name, kind, port, ws_port, proc, log_path, log)
+        _wait(broker, [port, ws_port])
     ctx.on_close(broker.stop)
     return broker
