@@ -10,13 +10,18 @@ differ only in authentication:
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from plantnotify.bench.brokers import RunningBroker, _from_popen, _wait
 from plantnotify.bench.context import BenchContext
-from plantnotify.bench.procs import free_port
+from plantnotify.bench.procs import free_port, port_open
 from plantnotify.broker.config import BrokerLayout, find_plugin, write_config
 from plantnotify.broker.process import BrokerProcess
 from plantnotify.settings import Settings, load_settings
@@ -89,3 +94,69 @@ def start_mosquitto_variant(
         _wait(broker, [port, ws_port])
     ctx.on_close(broker.stop)
     return broker
+
+
+@dataclass
+class Service:
+    """One of our services (``plantnotify worker`` ...) as a child process, stopped by pid."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that gives a child process exactly these settings."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name.upper()] = str(value)
+    env.update(extra)
+    return env
+
+
+def start_service(
+    ctx: BenchContext,
+    name: str,
+    command: list[str],
+    settings: Settings,
+    *,
+    ready_port: int | None = None,
+    timeout: float = 60.0,
+) -> Service:
+    """Start ``plantnotify <command>`` with ``settings``; ready when ``ready_port`` accepts."""
+    ctx.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = ctx.log_dir / f"{name}.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "plantnotify.cli", *command],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=service_env(settings),
+    )
+    service = Service(name, proc, log_path)
+    ctx.on_close(service.stop)
+    ctx.on_close(log.close)
+    if ready_port is not None:
+        deadline = time.monotonic() + timeout
+        while not port_open(ready_port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                service.stop()
+                tail = log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} did not become ready; its log ends with:\n{tail}")
+            time.sleep(0.1)
+    return service
