@@ -2,5 +2,6 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.api",
     "tests.support.broker",
 ]
