@@ -25,11 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("plantnotify.watch.cli", "reference device client: follow your analyses live"),
     "broker": ("plantnotify.broker.cli", "run our Mosquitto with the JWT/ACL plugin"),
     "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),
-<<<<<<< HEAD
-    "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
-=======
     "config": ("plantnotify.configdoc", "check the configuration; --markdown prints its table"),
->>>>>>> main
+    "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
 }
 
 
