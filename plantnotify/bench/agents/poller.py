@@ -28,12 +28,13 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
         conn = http.client.HTTPConnection(base.hostname or "127.0.0.1", base.port, timeout=30)
         headers = {"Authorization": f"Bearer {token}"}
         path = f"{base.path.rstrip('/')}/plantanalyses/{analysis_id}"
-        polls, request_ms, errors = 0, [], 0
+        polls, request_ms, errors, starts = 0, [], 0, []
         seen: tuple[int, int] | None = None
         time.sleep(random.uniform(0, interval))
         next_at = time.monotonic()
         while time.monotonic() < give_up:
             t0 = time.monotonic_ns()
+            starts.append(t0)
             try:
                 conn.request("GET", path, headers=headers)
                 response = conn.getresponse()
@@ -58,6 +59,9 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
             "seen_start_ns": seen[0] if seen else None,
             "seen_end_ns": seen[1] if seen else None,
             "request_ms": request_ms,
+            "mean_interval_ms": (starts[-1] - starts[0]) / (len(starts) - 1) / 1e6
+            if len(starts) > 1
+            else None,
         }
 
     threads = [
