@@ -11,6 +11,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,8 @@ class BenchContext:
     audience: str = DEFAULT_MQTT_AUDIENCE
     _cleanups: list[Callable[[], None]] = field(default_factory=list)  # end of the scenario
     _finals: list[Callable[[], None]] = field(default_factory=list)  # end of the run
-    _database_url: str | None = None
-    _rabbitmq_url: str | None = None
+    _database: Future[str] | None = None
+    _vhost: Future[str] | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -57,36 +58,49 @@ class BenchContext:
 
     # --- throwaway PostgreSQL database and RabbitMQ vhost ------------------------------------
 
-    def database_url(self) -> str:
-        if self._database_url is None:
-            from plantnotify.db.session import drop_database, migrate
+    def prepare_services(self) -> None:
+        """Create the database and vhost in the background (each takes seconds)."""
+        pool = ThreadPoolExecutor(2, thread_name_prefix="bench-services")
+        if self._database is None:
+            self._database = pool.submit(self._make_database)
+        if self._vhost is None:
+            self._vhost = pool.submit(self._make_vhost)
+        pool.shutdown(wait=False)
 
-            url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/plantnotify_bench_{self.run_id}"
-            migrate(url)
-            self._database_url = url
-            self._finals.append(lambda: drop_database(url))
-        return self._database_url
+    def database_url(self) -> str:
+        self.prepare_services()
+        assert self._database is not None
+        return self._database.result()
 
     def rabbitmq_url(self) -> str:
-        if self._rabbitmq_url is None:
-            vhost = f"plantnotify_bench_{self.run_id}"
+        self.prepare_services()
+        assert self._vhost is not None
+        return self._vhost.result()
+
+    def _make_database(self) -> str:
+        from plantnotify.db.session import drop_database, migrate
+
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/plantnotify_bench_{self.run_id}"
+        self._finals.append(lambda: drop_database(url))
+        migrate(url)
+        return url
+
+    def _make_vhost(self) -> str:
+        vhost = f"plantnotify_bench_{self.run_id}"
+
+        def delete_vhost() -> None:
             subprocess.run(
-                ["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True
-            )
-            subprocess.run(
-                ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                check=True,
-                capture_output=True,
+                ["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True
             )
 
-            def delete_vhost() -> None:
-                subprocess.run(
-                    ["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True
-                )
-
-            self._finals.append(delete_vhost)
-            self._rabbitmq_url = f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
-        return self._rabbitmq_url
+        self._finals.append(delete_vhost)
+        subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
+        subprocess.run(
+            ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+            check=True,
+            capture_output=True,
+        )
+        return f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
 
     def end_scenario(self) -> None:
         _run_all(self._cleanups)

@@ -81,9 +81,11 @@ def start_rig(
 ) -> PubSubRig:
     """Connect the publisher (client id, username, password) and one device per user per
     transport; the devices subscribe to their user's analyses."""
+    # Start every agent process first (their imports take a while), then connect them all.
     pub = ctx.agent("publisher", f"{label}-publisher")
+    devices = {t: ctx.agent("subscriber", f"{label}-devices-{t}") for t in transports}
     client_id, username, password = publisher
-    pub.call(
+    pub.send(
         "connect",
         port=broker.port,
         client_id=client_id,
@@ -91,12 +93,10 @@ def start_rig(
         password=password,
         protocol=protocol,
     )
-    devices: dict[str, Agent] = {}
-    for transport in transports:
+    for transport, agent in devices.items():
         port = broker.port if transport == "tcp" else broker.ws_port
         if port is None:
             raise ValueError(f"broker {broker.name} has no {transport} listener")
-        agent = ctx.agent("subscriber", f"{label}-devices-{transport}")
         clients = []
         for user in users:
             name, pw = device_credentials(user)
@@ -108,13 +108,14 @@ def start_rig(
                     "filter": analyses_filter(user),
                 }
             )
-        agent.call(
+        agent.send(
             "connect",
-            timeout=60,
             port=port,
             transport="websockets" if transport == "ws" else "tcp",
             protocol=protocol,
             clients=clients,
         )
-        devices[transport] = agent
+    pub.recv(timeout=60)
+    for agent in devices.values():
+        agent.recv(timeout=90)
     return PubSubRig(pub, devices, users)

@@ -24,6 +24,8 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     load: dict[str, Any] = field(default_factory=dict)
     plots: list[str] = field(default_factory=list)
+    # (step, seconds since the scenario started) as reported to the progress bar.
+    timeline: list[tuple[str, float]] = field(default_factory=list)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tempfile
 import time
 import traceback
@@ -10,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from plantnotify.bench import machine, scenarios
@@ -35,6 +36,8 @@ def run_bench(
     work_dir = Path(tempfile.mkdtemp(prefix="plantnotify-bench-"))
     ctx = BenchContext(quick=quick, out_dir=out_dir, work_dir=work_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if any(getattr(m, "NEEDS_SERVICES", False) for m in modules):
+        ctx.prepare_services()  # database and vhost, in the background
 
     total = sum(m.steps(quick) for m in modules)
     with Progress(
@@ -50,22 +53,19 @@ def run_bench(
 
         for module in modules:
             result = ScenarioResult(name=module.NAME, title=module.TITLE)
-            budget = module.steps(quick)
-            used = 0
-
-            def step(description: str, _module: ModuleType = module, _budget: int = budget) -> None:
-                nonlocal used
-                if used < _budget:
-                    progress.advance(task)
-                    used += 1
-                progress.update(task, description=description, scenario=_module.NAME)
-
-            ctx.step = step
+            stepper = _Stepper(progress, task, module.NAME, module.steps(quick), result)
+            s0 = stepper.t0
+            ctx.step = stepper
             progress.update(task, scenario=module.NAME, description="starting")
-            s0 = time.monotonic()
             cpu0 = machine.cpu_times()
+            missing = [m for m in getattr(module, "REQUIRES", ()) if not _importable(m)]
             try:
-                module.run(ctx, result)
+                if missing:
+                    # A part that is not in this checkout yet: say so, measure nothing.
+                    result.status = "unavailable"
+                    result.error = f"needs {', '.join(missing)}, which is not installed"
+                else:
+                    module.run(ctx, result)
             except Exception as exc:
                 result.status = "error"
                 result.error = f"{type(exc).__name__}: {exc}"
@@ -83,7 +83,7 @@ def run_bench(
                     result.plots = [p.name for p in module.plot(result, out_dir)]
                 except Exception as exc:
                     result.notes.append(f"plot failed: {type(exc).__name__}: {exc}")
-            progress.advance(task, budget - used)
+            stepper.finish()
             report.scenarios[module.NAME] = result
         progress.update(task, description="done", scenario="")
 
@@ -125,7 +125,9 @@ def print_summary(report: Report, console: Console) -> None:
         )
         scen.add_row(
             r.name,
-            "ok" if r.status == "ok" else f"[red]{r.error}[/]",
+            "ok"
+            if r.status == "ok"
+            else f"[{'yellow' if r.status == 'unavailable' else 'red'}]{r.status}: {r.error}[/]",
             f"{r.seconds:.0f}",
             _pct(r.load.get("machine_cpu_busy")),
             headline,
@@ -143,6 +145,35 @@ def print_summary(report: Report, console: Console) -> None:
             f"[{colours[t.status]}]{t.status}[/]" + (f" — {t.why}" if t.why else ""),
         )
     console.print(table)
+
+
+class _Stepper:
+    """Advances the progress bar by the scenario's declared steps; keeps the timeline."""
+
+    def __init__(
+        self, progress: Progress, task: TaskID, name: str, budget: int, result: ScenarioResult
+    ) -> None:
+        self.progress, self.task, self.name = progress, task, name
+        self.budget, self.used, self.result = budget, 0, result
+        self.t0 = time.monotonic()
+
+    def __call__(self, description: str) -> None:
+        self.result.timeline.append((description, round(time.monotonic() - self.t0, 2)))
+        if self.used < self.budget:
+            self.progress.advance(self.task)
+            self.used += 1
+        self.progress.update(self.task, description=description, scenario=self.name)
+
+    def finish(self) -> None:
+        self.progress.advance(self.task, self.budget - self.used)
+        self.used = self.budget
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _pct(value: float | None) -> str:

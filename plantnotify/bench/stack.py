@@ -103,10 +103,24 @@ class Service:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
+    ready_port: int | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def wait_ready(self, timeout: float = 60.0) -> Service:
+        """Return once ``ready_port`` accepts; fail with the end of the log otherwise."""
+        if self.ready_port is None:
+            return self
+        deadline = time.monotonic() + timeout
+        while not port_open(self.ready_port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{self.name} did not become ready; its log ends with:\n{tail}")
+            time.sleep(0.1)
+        return self
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -135,9 +149,11 @@ def start_service(
     settings: Settings,
     *,
     ready_port: int | None = None,
+    wait: bool = True,
     timeout: float = 60.0,
 ) -> Service:
-    """Start ``plantnotify <command>`` with ``settings``; ready when ``ready_port`` accepts."""
+    """Start ``plantnotify <command>`` with ``settings``; ready when ``ready_port`` accepts
+    (waited for here unless ``wait`` is false: then call :meth:`Service.wait_ready`)."""
     ctx.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = ctx.log_dir / f"{name}.log"
     log = log_path.open("wb")
@@ -148,15 +164,7 @@ def start_service(
         stdin=subprocess.DEVNULL,
         env=service_env(settings),
     )
-    service = Service(name, proc, log_path)
+    service = Service(name, proc, log_path, ready_port)
     ctx.on_close(service.stop)
     ctx.on_close(log.close)
-    if ready_port is not None:
-        deadline = time.monotonic() + timeout
-        while not port_open(ready_port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                service.stop()
-                tail = log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"{name} did not become ready; its log ends with:\n{tail}")
-            time.sleep(0.1)
-    return service
+    return service.wait_ready(timeout) if wait else service

@@ -116,6 +116,7 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     else:
         offsets = [int(i * 1e9 / rate) for i in range(count)]
     committed: dict[str, int] = {}
+    committed_wall: dict[str, int] = {}  # time.time_ns(), for services that log wall time
     commit_ms: list[float] = []
     lags: list[float] = []
     errors: list[str] = []
@@ -146,6 +147,7 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
                 errors.append(str(exc).strip()[:200])
                 continue
             t1 = time.monotonic_ns()
+            committed_wall[aid] = time.time_ns()
             committed[aid] = t1
             commit_ms.append((t1 - t0) / 1e6)
 
@@ -161,6 +163,7 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     lags.sort()
     return {
         "committed": committed,
+        "committed_wall": committed_wall,
         "errors": errors[:5],
         "error_count": len(errors),
         "seconds": elapsed,

@@ -24,18 +24,19 @@ from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
 NAME = "amqtt"
 TITLE = "amqtt (pure Python) vs our Mosquitto + plugin, same traffic"
 RATES = (500, 2000)
+QUICK_RATES = (500,)
 USERS = [f"cmp{i}" for i in range(10)]
 OURS = "plugin"
 
 
 def steps(quick: bool) -> int:
-    return 2 * (3 + len(RATES) + 1)
+    return 2 * (3 + len(QUICK_RATES if quick else RATES) + 1)
 
 
 def _measure(ctx: BenchContext, broker: RunningBroker, label: str) -> dict[str, Any]:
-    n = ctx.pick(200, 2000)
-    seconds = ctx.pick(2.0, 8.0)
-    burst = ctx.pick(1000, 5000)
+    n = ctx.pick(100, 2000)
+    seconds = ctx.pick(1.0, 8.0)
+    burst = ctx.pick(300, 5000)
     signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
     out: dict[str, Any] = {}
     ctx.step(f"{label}: {n} idle connections")
@@ -62,8 +63,8 @@ def _measure(ctx: BenchContext, broker: RunningBroker, label: str) -> dict[str, 
         transports=("tcp",),
         protocol=4,
     )
-    rig.run(rate=200, seconds=1.0, key_prefix="warm")
-    for rate in RATES:
+    rig.run(rate=100, seconds=ctx.pick(0.5, 1.0), key_prefix="warm")
+    for rate in QUICK_RATES if ctx.quick else RATES:
         ctx.step(f"{label}: {rate} events/s")
         step = rig.run(rate=rate, seconds=seconds, key_prefix=f"r{rate}-")
         step.pop("_samples")
@@ -98,7 +99,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     m["amqtt_bytes_per_conn"] = a["connections"]["bytes_per_conn"]
     m["ours_bytes_per_conn"] = o["connections"]["bytes_per_conn"]
     m["memory_ratio"] = ratio(m["amqtt_bytes_per_conn"], m["ours_bytes_per_conn"])
-    for rate in RATES:
+    for rate in QUICK_RATES if ctx.quick else RATES:
         m[f"amqtt_p99_ms_at_{rate}"] = a[f"rate_{rate}"]["tcp"].get("p99")
         m[f"ours_p99_ms_at_{rate}"] = o[f"rate_{rate}"]["tcp"].get("p99")
         m[f"p99_ratio_at_{rate}"] = ratio(m[f"amqtt_p99_ms_at_{rate}"], m[f"ours_p99_ms_at_{rate}"])

@@ -36,7 +36,7 @@ def steps(quick: bool) -> int:
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
     _, cap = resource.getrlimit(resource.RLIMIT_NOFILE)
-    n = ctx.pick(1000, min(FULL_N, cap - 100))
+    n = ctx.pick(500, min(FULL_N, cap - 100))
     ctx.step(f"password file for {n} users")
     seed = secrets.token_hex(8)
     pwfile = ctx.scratch("connections") / "passwords"
@@ -71,7 +71,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     m["connections_one_broker"] = plugin["alive_after"]
     m["fraction_of_open_files_cap"] = round(plugin["alive_after"] / cap, 3)
     result.notes.append(
-        f"N = {n} per variant (quick runs use 1,000; the full run goes to {FULL_N}, just under "
+        f"N = {n} per variant (quick runs use 500; the full run goes to {FULL_N}, just under "
         f"the {cap:,} open files one process may have here). Memory = broker RSS after - before, "
         "over connections alive after the test; connect rate = connections / (last CONNACK - "
         "first attempt) with clients and broker sharing the two cores; broker CPU per connect "

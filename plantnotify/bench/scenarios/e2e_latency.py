@@ -30,6 +30,8 @@ from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
 from plantnotify.contracts.topics import analyses_filter
 
 NAME = "e2e_latency"
+REQUIRES = ("worker.outbox",)
+NEEDS_SERVICES = True  # a throwaway database and vhost
 TITLE = "Commit → device latency through worker outbox and broker"
 FULL_RATES = (250, 500, 1000, 2000, 3000, 4000, 6000, 8000)
 QUICK_RATES = (500, 2000)
@@ -81,11 +83,14 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         mqtt_ws_port=broker.ws_port,
         metrics_port_worker=metrics_port,
     )
-    worker = start_service(ctx, "e2e-worker", ["worker"], settings, ready_port=metrics_port)
+    worker = start_service(
+        ctx, "e2e-worker", ["worker"], settings, ready_port=metrics_port, wait=False
+    )
+    committer = ctx.agent("committer", "e2e-committer")
     ctx.step("connecting devices")
     devices = {t: _devices(ctx, broker, t) for t in ("tcp", "ws")}
-    committer = ctx.agent("committer", "e2e-committer")
     committer.call("connect", database_url=database_url)
+    worker.wait_ready()
 
     def step(rate: float, prefix: str) -> dict[str, Any]:
         count = max(1, int(rate * seconds))

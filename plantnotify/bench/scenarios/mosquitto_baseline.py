@@ -29,7 +29,7 @@ def steps(quick: bool) -> int:
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
-    seconds = ctx.pick(2.0, 10.0)
+    seconds = ctx.pick(1.0, 10.0)
     ctx.step("starting plain Mosquitto")
     broker = start_broker(ctx, "plain", "plain-baseline")
     ctx.step("connecting clients")
@@ -41,7 +41,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         publisher=("bench-publisher", "bench", "unused"),
         device_credentials=lambda user: (user, "unused"),
     )
-    rig.run(rate=200, seconds=1.0, key_prefix="warm")  # warm-up, not recorded
+    rig.run(rate=200, seconds=ctx.pick(0.5, 1.0), key_prefix="warm")  # warm-up, not recorded
     steps_out: list[dict[str, Any]] = []
     for rate in RATES:
         ctx.step(f"{rate} events/s for {seconds:.0f} s")

@@ -31,6 +31,8 @@ from plantnotify.bench.stack import bench_settings, start_service
 from plantnotify.bench.stats import summarize
 
 NAME = "polling"
+REQUIRES = ("api.main",)
+NEEDS_SERVICES = True  # a throwaway database and vhost
 TITLE = "Polling GET /plantanalyses/{id} every 5 s (the old manual refresh)"
 POLL_SECONDS = 5.0
 ANALYSIS_MINUTES = (2.0, 5.0)
@@ -49,8 +51,8 @@ def _png() -> bytes:
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
-    scale = ctx.pick(50.0, 25.0)
-    clients_n = ctx.pick(10, 40)
+    scale = ctx.pick(100.0, 25.0)
+    clients_n = ctx.pick(5, 40)
     ctx.step("database, vhost, broker")
     database_url = ctx.database_url()
     rabbitmq_url = ctx.rabbitmq_url()
