@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "watch": ("plantnotify.watch.cli", "reference device client: follow your analyses live"),
     "broker": ("plantnotify.broker.cli", "run our Mosquitto with the JWT/ACL plugin"),
     "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),
+    "bridge": ("bridge.cli", "live-session tracking and the FCM push fallback"),
+    "fcm-emulator": ("bridge.emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
     "config": ("plantnotify.configdoc", "check the configuration; --markdown prints its table"),
     "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
 }

@@ -137,8 +137,46 @@ class Settings(BaseSettings):
     fallback_grace_seconds: float = Field(
         10.0, ge=0, description="Wait for a receipt before pushing to a live user."
     )
+    fcm_project_id: str = Field(
+        "plantnotify-local", description="Firebase project used with the local FCM emulator."
+    )
+    fcm_http_timeout_seconds: float = Field(10.0, gt=0, description="Time-out of one FCM call.")
+    fcm_max_attempts: int = Field(5, ge=1, description="FCM attempts on 429/5xx/network errors.")
+    fcm_retry_base_seconds: float = Field(1.0, ge=0, description="First FCM retry delay (x2).")
+    fcm_retry_max_seconds: float = Field(300.0, ge=0, description="Longest FCM retry delay.")
+    fcm_config_retry_seconds: float = Field(
+        30.0, ge=0, description="Retry delay after an FCM credentials/configuration error."
+    )
+    fcm_config_give_up_seconds: float = Field(
+        1800.0, ge=0, description="A push blocked by a configuration error is dropped after this."
+    )
+    fcm_concurrency: int = Field(8, ge=1, description="FCM sends in flight per bridge.")
+    fcm_ttl_seconds: int = Field(
+        86400, ge=0, le=2_419_200, description="How long FCM keeps an undelivered push."
+    )
+    bridge_mqtt_user: str = Field(
+        "plantnotify-bridge", description="Service identity (MQTT username) of the bridge."
+    )
+    bridge_instance: str | None = Field(
+        None, description="Stable name of this bridge (MQTT client id suffix); default host-pid."
+    )
+    bridge_session_expiry_seconds: int = Field(
+        600, ge=0, description="Broker keeps the bridge's receipts this long across its restarts."
+    )
+    bridge_poll_seconds: float = Field(
+        0.5, gt=0, description="Catch-up sweep of the events table for missed events."
+    )
+    bridge_lookback_seconds: float = Field(
+        3600.0, gt=0, description="Events published longer ago than this are never pushed."
+    )
+    bridge_lease_seconds: float = Field(
+        30.0, gt=0, description="How long one bridge owns a push it is sending."
+    )
     metrics_port_worker: int = Field(9101, description="Prometheus port of the worker.")
     metrics_port_bridge: int = Field(9102, description="Prometheus port of the bridge.")
+    metrics_port_broker: int = Field(
+        9103, description="Prometheus port of `plantnotify broker` (CONNECT outcomes); 0: off."
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="Address the worker's and bridge's metrics endpoints bind to."
     )
