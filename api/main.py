@@ -101,15 +101,15 @@ def run(args: argparse.Namespace) -> int:
         "API listening",
         extra={"url": f"http://{settings.api_host}:{settings.api_port}", "docs": "/docs"},
     )
-    # uvicorn handles SIGTERM/SIGINT: stops accepting, finishes requests, shuts the app down.
-    # Afterwards it re-raises the signal to whatever handler was installed before it; with the
-    # default one the process would die by SIGTERM (143) after a clean stop, or print a
-    # KeyboardInterrupt traceback on Ctrl-C. The stop is already done: exit 0.
+    # uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish requests, run the
+    # lifespan shutdown), then re-raises the signal into the handler that was installed
+    # before it; ours just notes it, so a requested stop ends with exit status 0.
+    received: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _already_stopped)
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
     server.run()
-    return 0 if server.started else 1
-
-
-def _already_stopped(signum: int, frame: object) -> None:
-    log.info("stopped on %s", signal.Signals(signum).name)
+    if not server.started:
+        log.error("the API did not start (is port %d free?)", settings.api_port)
+        return 1
+    log.info("API stopped", extra={"signal": received[0] if received else None})
+    return 0
