@@ -474,7 +474,13 @@ class Bridge:
 
     def _deliver(self, claim: Claim) -> None:
         """Pool thread: one attempt at FCM, recorded in the database whatever happens."""
-        with log_context(bridge=self.instance, event_id=claim.event_id, user_id=claim.user_id):
+        with log_context(
+            bridge=self.instance,
+            event_id=claim.event_id,
+            user_id=claim.user_id,
+            analysis_id=claim.analysis_id,
+            request_id=claim.request_id,
+        ):
             try:
                 self._attempt(claim)
             except Exception:
