@@ -14,6 +14,8 @@ from collections.abc import Sequence
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("plantnotify.db.cli", "create the database if missing and apply migrations"),
+    "broker": ("plantnotify.broker.cli", "run our Mosquitto with the JWT/ACL plugin"),
+    "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),
     "worker": ("worker.main", "run the analysis worker (RabbitMQ -> N8N -> PostgreSQL -> MQTT)"),
     "n8n-standin": ("worker.standin", "run the local stand-in for the N8N analysis webhook"),
     "up": ("plantnotify.devstack", "run the whole local stack in the foreground"),

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
 
     # --- MQTT broker ------------------------------------------------------------------------
     mqtt_host: str = Field("127.0.0.1", description="Broker address the services connect to.")
+    mqtt_bind_host: str = Field("127.0.0.1", description="Address our Mosquitto listens on.")
     mqtt_port: int = Field(1884, description="MQTT/TCP port of our Mosquitto.")
     mqtt_ws_port: int = Field(9001, description="MQTT-over-WebSocket port of our Mosquitto.")
     mqtt_public_host: str | None = Field(None, description="Broker host given to clients.")

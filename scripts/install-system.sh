@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   mosquitto mosquitto-clients mosquitto-dev libmosquitto-dev   # broker, CLI tools, plugin headers
-  libjwt-dev libssl-dev pkg-config build-essential             # plugin build
+  libjwt-dev libjansson-dev libssl-dev pkg-config build-essential  # plugin build
   postgresql rabbitmq-server                                   # local stack services
   nodejs npm                                                   # web app bundle (mqtt.js)
   chromium                                                     # browser tests

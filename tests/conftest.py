@@ -2,5 +2,6 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.broker",
     "tests.support.fake_n8n",
 ]

@@ -1,0 +1,419 @@
+/*
+ * plantnotify's Mosquitto 2.0 plugin (plugin API v5): JWT authentication, per-user topic
+ * rights, a per-user connection limit, expiry kicks and session events for the bridge.
+ *
+ * This file is glue only: token rules live in token.c, topic rights in acl.c, the live
+ * connection table in sessions.c. Events used: BASIC_AUTH, ACL_CHECK, TICK, DISCONNECT.
+ *
+ * Options (plugin_opt_<name>; see README "Broker security model and plugin options"):
+ *   jwt_alg, jwt_secret | jwt_secret_file | jwt_public_key_file, audience, issuer, leeway,
+ *   max_token_bytes, max_connections_per_user, expiry_check_interval.
+ * Unknown or invalid options stop the broker with a log line saying what to fix.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mosquitto.h>
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#include "acl.h"
+#include "sessions.h"
+#include "token.h"
+
+/* Service topics; must match plantnotify/contracts/topics.py (tests check both agree). */
+#define BOOT_TOPIC "plantnotify/broker/boot"
+#define SESSIONS_TOPIC_PREFIX "plantnotify/sessions/"
+
+#define LOG_PREFIX "plantnotify: "
+/* Built with -fvisibility=hidden: only the plugin API entry points are exported. */
+#define PN_EXPORT __attribute__((visibility("default")))
+#define MAX_KICKS_PER_CHECK 1024
+
+typedef struct plugin_state {
+	mosquitto_plugin_id_t *id;
+	pn_token_config token;
+	pn_sessions *sessions;
+	int max_connections;
+	long expiry_interval;
+	time_t next_expiry_check;
+	char boot_id[33];
+	unsigned long long seq;
+	int registered; /* bit per registered event, for the one cleanup path */
+} plugin_state;
+
+/* ------------------------------------------------------------------ helpers */
+
+/* Log-safe copy of client-controlled text: printable ASCII only, bounded. */
+static const char *safe(const char *in, char *buf, size_t buflen)
+{
+	size_t i, o = 0;
+	if(!in) return "(none)";
+	for(i = 0; in[i] && o + 4 < buflen; i++){
+		unsigned char c = (unsigned char)in[i];
+		buf[o++] = (c >= 0x20 && c < 0x7f) ? (char)c : '?';
+	}
+	if(in[i]) {
+		buf[o++] = '.'; buf[o++] = '.'; buf[o++] = '.';
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+/* The username is logged only when it is a valid user id (it may be a pasted token). */
+static const char *loggable_user(const char *username)
+{
+	return pn_valid_user_id(username) ? username : "(invalid)";
+}
+
+static const char *access_name(int access)
+{
+	switch(access){
+		case MOSQ_ACL_READ: return "READ";
+		case MOSQ_ACL_WRITE: return "WRITE";
+		case MOSQ_ACL_SUBSCRIBE: return "SUBSCRIBE";
+		case MOSQ_ACL_UNSUBSCRIBE: return "UNSUBSCRIBE";
+	}
+	return "?";
+}
+
+static int new_boot_id(char out[33])
+{
+	unsigned char raw[16];
+	size_t i;
+	if(getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw)) return -1;
+	for(i = 0; i < sizeof(raw); i++) snprintf(out + 2 * i, 3, "%02x", raw[i]);
+	return 0;
+}
+
+static void publish_retained(const char *topic, const char *json)
+{
+	int rc = mosquitto_broker_publish_copy(NULL, topic, (int)strlen(json), json, 1, true, NULL);
+	if(rc != MOSQ_ERR_SUCCESS){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "could not publish %s (error %d)", topic, rc);
+	}
+}
+
+static void emit_snapshot(const char *user, const char *json, void *ctx)
+{
+	char topic[sizeof(SESSIONS_TOPIC_PREFIX) + PN_USER_ID_MAX];
+	(void)ctx;
+	snprintf(topic, sizeof(topic), SESSIONS_TOPIC_PREFIX "%s", user);
+	publish_retained(topic, json);
+}
+
+/* ------------------------------------------------------------------ callbacks */
+
+static int on_basic_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_basic_auth *ed = event_data;
+	plugin_state *st = userdata;
+	const char *client_id = mosquitto_client_id(ed->client);
+	pn_claims claims;
+	pn_result r;
+	int others;
+	char buf[96];
+	(void)event;
+
+	r = pn_check_connect(&st->token, ed->username, client_id, ed->password, time(NULL), &claims);
+	if(r != PN_OK){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: %s",
+				loggable_user(ed->username),
+				pn_valid_user_id(ed->username) && pn_valid_client_id(ed->username, client_id)
+					? client_id : safe(client_id, buf, 32),
+				pn_result_str(r));
+		return MOSQ_ERR_AUTH;
+	}
+	/* Overlapping ids ("42" and "42-x") could name the same client id: never hand over. */
+	if(pn_sessions_client_id_owned_by_other(st->sessions, claims.sub, client_id)){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
+				"client id is live for another user", claims.sub, client_id);
+		return MOSQ_ERR_AUTH;
+	}
+	if(!claims.is_service){
+		others = pn_sessions_count_other(st->sessions, claims.sub, client_id);
+		if(others >= st->max_connections){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
+					"%d live connections (max_connections_per_user %d)",
+					claims.sub, client_id, others, st->max_connections);
+			return MOSQ_ERR_AUTH;
+		}
+	}
+	if(pn_sessions_add(st->sessions, ed->client, claims.sub, client_id, claims.exp, claims.is_service)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "refused CONNECT user=%s: out of memory", claims.sub);
+		return MOSQ_ERR_AUTH;
+	}
+	mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "authenticated user=%s client=%s role=%s exp=%lld",
+			claims.sub, client_id, claims.is_service ? "service" : "user", claims.exp);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int on_acl_check(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_acl_check *ed = event_data;
+	plugin_state *st = userdata;
+	const pn_conn *conn = pn_sessions_find(st->sessions, ed->client);
+	const char *username;
+	int allowed;
+	char buf[160];
+	(void)event;
+
+	if(conn){
+		if(ed->access != MOSQ_ACL_UNSUBSCRIBE
+				&& (long long)time(NULL) - st->token.leeway >= conn->exp){
+			allowed = 0; /* expired: nothing more until the TICK kicks it */
+		}else{
+			allowed = pn_acl_allows(conn->user, conn->is_service, ed->topic, ed->access, ed->retain);
+		}
+		username = conn->user;
+	}else{
+		/*
+		 * No live record: an offline persistent session receiving a message into its queue
+		 * (Mosquitto re-checks READ when the client comes back). Decide READ by the username it
+		 * authenticated with; anything else from an unknown context is denied.
+		 */
+		username = mosquitto_client_username(ed->client);
+		if(ed->access != MOSQ_ACL_READ || !pn_valid_user_id(username)){
+			allowed = 0;
+		}else{
+			allowed = pn_acl_allows(username, pn_sessions_is_service_user(st->sessions, username),
+					ed->topic, ed->access, 0);
+		}
+	}
+	if(!allowed && ed->access != MOSQ_ACL_READ){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "denied %s%s user=%s topic=%s",
+				access_name(ed->access), ed->retain && ed->access == MOSQ_ACL_WRITE ? " (retained)" : "",
+				loggable_user(username), safe(ed->topic, buf, sizeof(buf)));
+	}
+	return allowed ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ACL_DENIED;
+}
+
+static void kick_expired(plugin_state *st, time_t now)
+{
+	pn_conn *expired[MAX_KICKS_PER_CHECK];
+	char *ids[MAX_KICKS_PER_CHECK];
+	size_t n, i, k = 0;
+
+	n = pn_sessions_expired(st->sessions, (long long)now, st->token.leeway, expired, MAX_KICKS_PER_CHECK);
+	for(i = 0; i < n; i++){
+		pn_conn *c = expired[i];
+		if(c->kick_attempts++ > 0){
+			/* Kicked before and still here: the broker no longer knows it. Drop the record. */
+			mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "dropping stale record user=%s client=%s",
+					c->user, c->client_id);
+			pn_sessions_remove(st->sessions, c->client);
+			continue;
+		}
+		ids[k] = strdup(c->client_id);
+		if(ids[k]){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "token expired, disconnecting user=%s client=%s",
+					c->user, c->client_id);
+			k++;
+		}
+	}
+	/* Kicking fires DISCONNECT, which edits the table: kick only after the scan. */
+	for(i = 0; i < k; i++){
+		mosquitto_kick_client_by_clientid(ids[i], false);
+		free(ids[i]);
+	}
+}
+
+static int on_tick(int event, void *event_data, void *userdata)
+{
+	plugin_state *st = userdata;
+	time_t now = time(NULL);
+	(void)event;
+	(void)event_data;
+
+	if(now >= st->next_expiry_check){
+		st->next_expiry_check = now + st->expiry_interval;
+		kick_expired(st, now);
+	}
+	/* Connections that reached this point either completed CONNECT or already disconnected. */
+	pn_sessions_flush(st->sessions, st->boot_id, &st->seq, (long long)now, emit_snapshot, st);
+	return MOSQ_ERR_SUCCESS;
+}
+
+static int on_disconnect(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_disconnect *ed = event_data;
+	plugin_state *st = userdata;
+	const pn_conn *conn = pn_sessions_find(st->sessions, ed->client);
+	(void)event;
+	if(conn){
+		mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "disconnected user=%s client=%s",
+				conn->user, conn->client_id);
+		pn_sessions_remove(st->sessions, ed->client);
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+/* ------------------------------------------------------------------ options */
+
+typedef struct options {
+	pn_config_input token;
+	const char *max_connections;
+	const char *expiry_interval;
+} options;
+
+static int parse_int_opt(const char *name, const char *value, long min, long max, long dflt, long *out)
+{
+	char *end;
+	long v;
+	if(!value){
+		*out = dflt;
+		return 0;
+	}
+	errno = 0;
+	v = strtol(value, &end, 10);
+	if(errno || !*value || *end || v < min || v > max){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "plugin_opt_%s \"%s\" must be an integer %ld..%ld",
+				name, value, min, max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int read_options(struct mosquitto_opt *opts, int count, options *o)
+{
+	struct { const char *name; const char **slot; } known[] = {
+		{"jwt_alg", &o->token.alg},
+		{"jwt_secret", &o->token.secret},
+		{"jwt_secret_file", &o->token.secret_file},
+		{"jwt_public_key_file", &o->token.public_key_file},
+		{"audience", &o->token.audience},
+		{"issuer", &o->token.issuer},
+		{"leeway", &o->token.leeway},
+		{"max_token_bytes", &o->token.max_token_bytes},
+		{"max_connections_per_user", &o->max_connections},
+		{"expiry_check_interval", &o->expiry_interval},
+	};
+	int i;
+	size_t k;
+
+	memset(o, 0, sizeof(*o));
+	for(i = 0; i < count; i++){
+		for(k = 0; k < sizeof(known) / sizeof(known[0]); k++){
+			if(!strcmp(opts[i].key, known[k].name)) break;
+		}
+		if(k == sizeof(known) / sizeof(known[0])){
+			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "unknown option plugin_opt_%s (typo?); "
+					"known: jwt_alg, jwt_secret, jwt_secret_file, jwt_public_key_file, audience, "
+					"issuer, leeway, max_token_bytes, max_connections_per_user, expiry_check_interval",
+					opts[i].key);
+			return -1;
+		}
+		if(*known[k].slot){
+			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "plugin_opt_%s is given twice", opts[i].key);
+			return -1;
+		}
+		*known[k].slot = opts[i].value ? opts[i].value : "";
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+
+static const struct { int event; MOSQ_FUNC_generic_callback cb; } EVENTS[] = {
+	{MOSQ_EVT_BASIC_AUTH, on_basic_auth},
+	{MOSQ_EVT_ACL_CHECK, on_acl_check},
+	{MOSQ_EVT_TICK, on_tick},
+	{MOSQ_EVT_DISCONNECT, on_disconnect},
+};
+#define EVENT_COUNT ((int)(sizeof(EVENTS) / sizeof(EVENTS[0])))
+
+/* The one cleanup path: init failures and broker shutdown both end here. */
+static void state_free(plugin_state *st)
+{
+	int i;
+	if(!st) return;
+	for(i = 0; i < EVENT_COUNT; i++){
+		if(st->registered & (1 << i)) mosquitto_callback_unregister(st->id, EVENTS[i].event, EVENTS[i].cb, NULL);
+	}
+	pn_sessions_free(st->sessions);
+	pn_config_free(&st->token);
+	free(st);
+}
+
+PN_EXPORT int mosquitto_plugin_version(int supported_version_count, const int *supported_versions)
+{
+	int i;
+	for(i = 0; i < supported_version_count; i++){
+		if(supported_versions[i] == 5) return 5;
+	}
+	return -1;
+}
+
+PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **userdata,
+		struct mosquitto_opt *opts, int opt_count)
+{
+	plugin_state *st;
+	options o;
+	long max_conn, interval;
+	char err[512];
+	char boot[128];
+	int i;
+
+	st = calloc(1, sizeof(*st));
+	if(!st){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "out of memory");
+		return MOSQ_ERR_NOMEM;
+	}
+	st->id = identifier;
+
+	if(read_options(opts, opt_count, &o)
+			|| parse_int_opt("max_connections_per_user", o.max_connections, 1, 100000, 5, &max_conn)
+			|| parse_int_opt("expiry_check_interval", o.expiry_interval, 1, 3600, 2, &interval)){
+		goto fail;
+	}
+	st->max_connections = (int)max_conn;
+	st->expiry_interval = interval;
+
+	if(pn_config_load(&st->token, &o.token, err, sizeof(err))){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "invalid configuration: %s", err);
+		goto fail;
+	}
+	st->sessions = pn_sessions_new();
+	if(!st->sessions || new_boot_id(st->boot_id)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot initialise (memory or getrandom)");
+		goto fail;
+	}
+	for(i = 0; i < EVENT_COUNT; i++){
+		if(mosquitto_callback_register(identifier, EVENTS[i].event, EVENTS[i].cb, NULL, st) != MOSQ_ERR_SUCCESS){
+			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot register event %d", EVENTS[i].event);
+			goto fail;
+		}
+		st->registered |= 1 << i;
+	}
+
+	/* A new boot id tells services every earlier session snapshot is stale. */
+	snprintf(boot, sizeof(boot), "{\"bootId\":\"%s\",\"startedAt\":%lld}", st->boot_id, (long long)time(NULL));
+	publish_retained(BOOT_TOPIC, boot);
+
+	mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "loaded: alg=%s audience=%s issuer=%s leeway=%lds "
+			"max_token_bytes=%zu max_connections_per_user=%d expiry_check_interval=%lds boot=%s",
+			pn_alg_name(st->token.alg), st->token.audience, st->token.issuer ? st->token.issuer : "(unchecked)",
+			st->token.leeway, st->token.max_token_bytes, st->max_connections, st->expiry_interval, st->boot_id);
+	*userdata = st;
+	return MOSQ_ERR_SUCCESS;
+
+fail:
+	mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "not loaded; the broker cannot start without it");
+	state_free(st);
+	return MOSQ_ERR_INVAL;
+}
+
+PN_EXPORT int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *opts, int opt_count)
+{
+	(void)opts;
+	(void)opt_count;
+	state_free(userdata);
+	return MOSQ_ERR_SUCCESS;
+}

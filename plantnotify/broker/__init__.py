@@ -1,0 +1,1 @@
+"""Our Mosquitto: configuration rendering, the process, and ``plantnotify broker``."""

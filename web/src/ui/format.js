@@ -1,0 +1,61 @@
+// Formatting for people: relative times, sizes, crop names, health bands.
+
+const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+
+export function relativeTime(iso, now = Date.now()) {
+  const t = Date.parse(iso);
+  if (!Number.isFinite(t)) return "";
+  const seconds = Math.round((t - now) / 1000);
+  const abs = Math.abs(seconds);
+  if (abs < 45) return "just now";
+  if (abs < 3600) return rtf.format(Math.round(seconds / 60), "minute");
+  if (abs < 86400) return rtf.format(Math.round(seconds / 3600), "hour");
+  if (abs < 7 * 86400) return rtf.format(Math.round(seconds / 86400), "day");
+  return new Date(t).toLocaleDateString(undefined, { day: "numeric", month: "short", year: "numeric" });
+}
+
+export function absoluteTime(iso) {
+  const t = Date.parse(iso);
+  if (!Number.isFinite(t)) return "";
+  return new Date(t).toLocaleString(undefined, {
+    day: "numeric",
+    month: "short",
+    hour: "2-digit",
+    minute: "2-digit",
+  });
+}
+
+export function fileSize(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(0)} KB`;
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
+}
+
+export function cropName(crop) {
+  if (!crop || typeof crop !== "string") return "Plant";
+  const clean = crop.replace(/[_-]+/g, " ").trim();
+  return clean ? clean[0].toUpperCase() + clean.slice(1) : "Plant";
+}
+
+/** "good" | "fair" | "poor" | "" for a 0–100 health score. */
+export function healthBand(score) {
+  if (typeof score !== "number" || !Number.isFinite(score)) return "";
+  if (score >= 70) return "good";
+  if (score >= 40) return "fair";
+  return "poor";
+}
+
+export function healthLabel(score) {
+  const band = healthBand(score);
+  return { good: "Healthy", fair: "Needs attention", poor: "Unhealthy" }[band] || "";
+}
+
+/** "Leaf spot" from "leaf_spot"; field names from "primaryConcern" → "Primary concern". */
+export function humanize(key) {
+  const spaced = String(key)
+    .replace(/([a-z0-9])([A-Z])/g, "$1 $2")
+    .replace(/[_-]+/g, " ")
+    .trim()
+    .toLowerCase();
+  return spaced ? spaced[0].toUpperCase() + spaced.slice(1) : "";
+}
