@@ -160,16 +160,18 @@ class Stack:
 
 
 def stack(ctx: Stack) -> list[Part]:
-    """The parts, in start order (stopped in reverse). Add a line to add a part."""
-    parts = [
-        Part("broker", ["broker"], tcp_ready(ctx.ports["MQTT_PORT"])),
-        Part("api", ["api"], http_ready(ctx.url("API_PORT", "/healthz"))),
-        Part("worker", ["worker"], tcp_ready(ctx.ports["METRICS_PORT_WORKER"])),
-    ]
+    """The parts in dependency order: started in this order, stopped in reverse (one at a
+    time, so the worker finishes and publishes before the broker and N8N go away).
+    Add a line to add a part."""
+    parts = [Part("broker", ["broker"], tcp_ready(ctx.ports["MQTT_PORT"]))]
     if not ctx.settings.n8n_webhook_url:
         parts.append(
             Part("n8n-standin", ["n8n-standin"], http_ready(ctx.url("STANDIN_PORT", "/healthz")))
         )
+    parts += [
+        Part("api", ["api"], http_ready(ctx.url("API_PORT", "/healthz"))),
+        Part("worker", ["worker"], tcp_ready(ctx.ports["METRICS_PORT_WORKER"])),
+    ]
     return parts
 
 
@@ -270,9 +272,7 @@ class Supervisor:
             if dead is not None:
                 raise StackError(f"{dead.name} exited with code {dead.process.returncode}")  # type: ignore[union-attr]
             ready = len(self.parts) - len(pending)
-            marks = " ".join(
-                f"{p.name}{'…' if p.name in pending else ' ✓'}" for p in self.parts
-            )
+            marks = " ".join(f"{p.name}{'…' if p.name in pending else ' ✓'}" for p in self.parts)
             self.console.status(f"starting ({ready}/{len(self.parts)} ready): {marks}")
             if pending:
                 self.stopping.wait(0.3)
@@ -280,24 +280,23 @@ class Supervisor:
         return list(pending)
 
     def stop(self) -> None:
-        """SIGTERM every process group (newest first), then SIGKILL what is left."""
+        """Stop the parts newest first: SIGTERM its process group, wait, SIGKILL if needed."""
         self.stopping.set()
-        running = [p for p in reversed(self.parts) if p.process and p.process.poll() is None]
-        for part in running:
-            _signal_group(part, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for part in running:
-            assert part.process is not None
-            try:
-                part.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                self.console.line(f"{part.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it")
-        # Whatever is left in any group (the part itself or a child it started) is killed.
-        for part in self.parts:
+        for part in reversed(self.parts):
+            if part.process is None:
+                continue
+            if part.process.poll() is None:
+                _signal_group(part, signal.SIGTERM)
+                try:
+                    part.process.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self.console.line(
+                        f"{part.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it"
+                    )
+            # Whatever is left in its group (the part, or a child it started) is killed.
             _signal_group(part, signal.SIGKILL)
-            if part.process is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    part.process.wait(5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                part.process.wait(5)
         for pump in self._pumps:
             pump.join(2)
 
@@ -324,6 +323,8 @@ def _post_json(url: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
             return response.status, json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, {}
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, {}
 
 
 def demo_account(api: str) -> tuple[str, str] | None:
@@ -334,7 +335,9 @@ def demo_account(api: str) -> tuple[str, str] | None:
     )
     if status not in (201, 409):
         return None
-    status, body = _post_json(f"{base}/login", {"username": DEMO_USERNAME, "password": DEMO_PASSWORD})
+    status, body = _post_json(
+        f"{base}/login", {"username": DEMO_USERNAME, "password": DEMO_PASSWORD}
+    )
     if status != 200:
         return None
     return str(body["userId"]), str(body["accessToken"])
@@ -356,16 +359,13 @@ def demo_image(path: Path) -> Path:
     return path
 
 
-def mosquitto_sub_line(settings: Settings, port: int, user_id: str, ttl: int) -> str:
+def mosquitto_sub_line(settings: Settings, user_id: str, ttl: int) -> str:
+    """A ready ``mosquitto_sub`` for ``user_id`` (user role), via the token CLI module."""
     from plantnotify.contracts.claims import mint_mqtt_token
-    from plantnotify.contracts.ids import new_client_id
-    from plantnotify.contracts.topics import user_filter
+    from plantnotify.tokencli import mosquitto_sub_command
 
     token = mint_mqtt_token(settings.mqtt_signer, user_id, ttl)
-    return (
-        f"mosquitto_sub -h 127.0.0.1 -p {port} -V mqttv5 -q 1 -v "
-        f"-i {new_client_id(user_id, 'cli')} -u {user_id} -P {token} -t '{user_filter(user_id)}'"
-    )
+    return mosquitto_sub_command(settings, user_id, token, service=False)
 
 
 def print_banner(console: Console, ctx: Stack, parts: list[Part], notes: list[str]) -> None:
@@ -389,7 +389,7 @@ def print_banner(console: Console, ctx: Stack, parts: list[Part], notes: list[st
     if "fcm-emulator" in names:
         lines.append(f"  FCM emulator     {ctx.url('FCM_EMULATOR_PORT')}")
     lines += [f"  note: {n}" for n in notes]
-    account = demo_account(api)
+    account = demo_account(api) if "api" in names else None
     if account is not None:
         user_id, access = account
         image = demo_image(ROOT / ".run" / "demo-leaf.png")
@@ -397,7 +397,7 @@ def print_banner(console: Console, ctx: Stack, parts: list[Part], notes: list[st
             "",
             f"Demo account: {DEMO_USERNAME} / {DEMO_PASSWORD} (user id {user_id})",
             "Watch that user's events (valid 12 h):",
-            "  " + mosquitto_sub_line(settings, ports["MQTT_PORT"], user_id, 12 * 3600),
+            "  " + mosquitto_sub_line(settings, user_id, 12 * 3600),
             "Then upload a photo from another terminal:",
             f"  curl -s -H 'Authorization: Bearer {access}' -F image=@{image} "
             f"-F cropType=tomato {api}/api/v1/plantanalyses/async",
@@ -415,8 +415,14 @@ def _ensure_services(settings: Settings, console: Console) -> None:
     from sqlalchemy.engine import make_url
 
     targets = [
-        (make_url(settings.database_url).host or "127.0.0.1", make_url(settings.database_url).port or 5432),
-        (urlsplit(settings.rabbitmq_url).hostname or "127.0.0.1", urlsplit(settings.rabbitmq_url).port or 5672),
+        (
+            make_url(settings.database_url).host or "127.0.0.1",
+            make_url(settings.database_url).port or 5432,
+        ),
+        (
+            urlsplit(settings.rabbitmq_url).hostname or "127.0.0.1",
+            urlsplit(settings.rabbitmq_url).port or 5672,
+        ),
     ]
     missing = [t for t in targets if not tcp_ready(t[1], t[0])()]
     script = ROOT / "scripts" / "ensure-services.sh"
@@ -476,7 +482,9 @@ def run(args: argparse.Namespace) -> int:
         if part.command[0] in COMMANDS:
             parts.append(part)
         else:
-            notes.append(f"`plantnotify {part.command[0]}` is not available yet; {part.name} not started")
+            notes.append(
+                f"`plantnotify {part.command[0]}` is not available yet; {part.name} not started"
+            )
     for note in notes:
         console.line(f"note: {note}")
 
@@ -485,9 +493,12 @@ def run(args: argparse.Namespace) -> int:
     code = 0
     try:
         supervisor.start(executable)
-        signal_watch = threading.Thread(
-            target=lambda: (stopping.wait(), supervisor.stopping.set()), daemon=True
-        )
+
+        def forward_stop() -> None:
+            stopping.wait()
+            supervisor.stopping.set()
+
+        signal_watch = threading.Thread(target=forward_stop, daemon=True)
         signal_watch.start()
         not_ready = supervisor.wait_ready(args.ready_timeout)
         if stopping.is_set():

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
         "", description="Comma-separated origins allowed by CORS (never `*` with credentials)."
     )
     max_upload_mb: int = Field(10, ge=1, le=100, description="Largest accepted image, in MiB.")
+    startup_timeout_seconds: float = Field(
+        30.0, ge=0, description="How long a service waits for its dependencies at start-up."
+    )
 
     # --- storage and queue ------------------------------------------------------------------
     database_url: str = Field(

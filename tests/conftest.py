@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.services",
     "tests.support.broker",
     "tests.support.fake_n8n",
+    "tests.support.worker",
 ]

@@ -23,7 +23,9 @@ def crash_after_commit_armed() -> bool:
 
 def after_result_commit() -> None:
     if crash_after_commit_armed():
-        log.critical("fault injection: dying right after the result commit (%s)", CRASH_AFTER_COMMIT)
+        log.critical(
+            "fault injection: dying right after the result commit (%s)", CRASH_AFTER_COMMIT
+        )
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(CRASH_EXIT_CODE)

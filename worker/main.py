@@ -42,9 +42,11 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings, service="worker")
 
     stop = threading.Event()
+    received: list[str] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s; shutting down", signal.Signals(signum).name)
+        # Only flag it: a handler that logs can re-enter a half-written log line.
+        received.append(signal.Signals(signum).name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -71,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
             return 1
         metrics.serve(settings.metrics_port_worker)
         log.info("worker ready", extra={"owner": worker.owner})
-        stop.wait()
+        while not stop.wait(1.0):
+            pass
+        log.info("received %s; shutting down", received[0] if received else "a stop request")
     finally:
         worker.stop()
     return 0

@@ -20,9 +20,7 @@ N8N_SECONDS = Histogram(
     "Duration of one N8N webhook call.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 180, 300, 600),
 )
-N8N_FAILURES = Counter(
-    "plantnotify_n8n_failures_total", "Failed N8N attempts by kind.", ["kind"]
-)
+N8N_FAILURES = Counter("plantnotify_n8n_failures_total", "Failed N8N attempts by kind.", ["kind"])
 EVENTS_PUBLISHED = Counter(
     "plantnotify_outbox_events_published_total", "Events published to MQTT (PUBACK received)."
 )
@@ -39,9 +37,7 @@ OUTBOX_DELAY = Histogram(
     "Time from an event's commit to its PUBACK.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
-OUTBOX_LEADER = Gauge(
-    "plantnotify_outbox_leader", "1 while this process is the outbox publisher."
-)
+OUTBOX_LEADER = Gauge("plantnotify_outbox_leader", "1 while this process is the outbox publisher.")
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ import psycopg2.extensions
 from plantnotify.contracts.events import BrokerBoot, InvalidPayload, parse_event
 from plantnotify.contracts.topics import BROKER_BOOT_TOPIC, analysis_topic
 from plantnotify.mqtt import ConnectOptions, Message, MqttClient, MqttError
+from plantnotify.mqtt.client import PublishHandle
 from worker import metrics
 from worker.presence import OUTBOX_LOCK_CLASS, connect_raw
 
@@ -118,10 +120,9 @@ class OutboxPublisher:
 
     def wake(self) -> None:
         """Publish now (called right after an event commit in this process)."""
-        try:
+        # A full buffer means it is woken already; a closed socket means we are stopping.
+        with contextlib.suppress(OSError):
             self._wake_w.send(b"!")
-        except (BlockingIOError, OSError):
-            pass  # already woken (buffer full) or stopping
 
     @property
     def is_leader(self) -> bool:
@@ -186,10 +187,8 @@ class OutboxPublisher:
         metrics.OUTBOX_LEADER.set(0)
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(psycopg2.Error):
                 conn.close()
-            except psycopg2.Error:
-                pass
         if was_leader and not self._stop.is_set():
             log.warning("outbox leadership lost; trying to take it again")
 
@@ -252,7 +251,7 @@ class OutboxPublisher:
 
     def _publish(self, rows: list[_Row]) -> int:
         """Publish rows with many in flight; the number of rows, from the first, that made it."""
-        handles = []
+        handles: list[PublishHandle | None] = []
         for row in rows:
             if row.expiry <= 0:
                 handles.append(None)  # expired before it could go out: nothing to send
@@ -292,9 +291,7 @@ class OutboxPublisher:
             cur.execute("UPDATE events SET published_at = now() WHERE seq = ANY(%s)", (seqs,))
 
     @staticmethod
-    def _row(
-        seq: int, user_id: str, analysis_id: str, payload: Any, left: Any, age: Any
-    ) -> _Row:
+    def _row(seq: int, user_id: str, analysis_id: str, payload: Any, left: Any, age: Any) -> _Row:
         if isinstance(payload, str):
             payload = json.loads(payload)
         return _Row(

@@ -12,6 +12,7 @@ Owner ids look like ``<host>-<pid>-<key as 8 hex digits>``; the key is the lock'
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -126,7 +127,5 @@ class Presence:
     def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with contextlib.suppress(psycopg2.Error):
                 conn.close()
-            except psycopg2.Error:
-                pass

@@ -60,6 +60,7 @@ class JobProcessor:
         self.poll = poll_seconds
         self.unknown_grace = unknown_grace_seconds
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # a local job ended
         self._running: set[str] = set()
 
     def running(self) -> list[str]:
@@ -81,8 +82,6 @@ class JobProcessor:
         work = self._claim(job)
         if isinstance(work, Result):
             return work
-        with self._lock:
-            self._running.add(work.analysis_id)
         metrics.JOBS_IN_FLIGHT.inc()
         try:
             return self._run(work)
@@ -90,18 +89,44 @@ class JobProcessor:
             self.store.release([work.analysis_id])
             raise
         finally:
-            with self._lock:
-                self._running.discard(work.analysis_id)
+            self._unreserve(work.analysis_id)
             metrics.JOBS_IN_FLIGHT.dec()
+
+    def _reserve(self, analysis_id: str) -> bool:
+        """One job per analysis in this process: the check and the mark are one step."""
+        with self._lock:
+            if analysis_id in self._running:
+                return False
+            self._running.add(analysis_id)
+            return True
+
+    def _unreserve(self, analysis_id: str) -> None:
+        with self._lock:
+            self._running.discard(analysis_id)
+            self._changed.notify_all()
+
+    def _pause(self) -> None:
+        """Wait before claiming again: ``poll`` seconds, or less when a local job ends."""
+        deadline = time.monotonic() + self.poll
+        with self._changed:
+            while not self.cancel.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0 or self._changed.wait(min(left, 0.2)):
+                    return
+        raise Cancelled("shutting down while waiting for another worker")
 
     def _claim(self, job: AnalysisJob) -> Work | Result:
         first_seen = time.monotonic()
         announced_wait = False
         while True:
-            with self._lock:
-                local = job.analysis_id in self._running
-            if not local:
-                claim = self.store.claim(job.analysis_id, job.user_id)
+            if self._reserve(job.analysis_id):
+                try:
+                    claim = self.store.claim(job.analysis_id, job.user_id)
+                except BaseException:
+                    self._unreserve(job.analysis_id)
+                    raise
+                if claim.state is not ClaimState.CLAIMED:
+                    self._unreserve(job.analysis_id)
                 if claim.events:
                     self.wake_outbox()
                 match claim.state:
@@ -134,8 +159,7 @@ class JobProcessor:
                                 claim.holder,
                             )
                             announced_wait = True
-            if self.cancel.wait(self.poll):
-                raise Cancelled("shutting down while waiting for another worker")
+            self._pause()
 
     def _run(self, work: Work) -> Result:
         image = self.store.load_image(work.analysis_id)

@@ -32,6 +32,7 @@ from worker.store import JobStore
 
 log = logging.getLogger("plantnotify.worker")
 
+
 class Worker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

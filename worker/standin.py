@@ -44,7 +44,9 @@ def analyse_image(data: bytes, crop_type: str | None = None) -> dict[str, Any]:
         small = img.convert("RGB").resize((128, 128))
     hsv = small.convert("HSV")
     green = yellow = brown = 0
-    for h, s, v in hsv.getdata():  # Pillow HSV: all channels 0..255
+    raw = hsv.tobytes()  # h, s, v interleaved; Pillow's HSV channels are all 0..255
+    for i in range(0, len(raw), 3):
+        h, s, v = raw[i], raw[i + 1], raw[i + 2]
         if s < 50 or v < 35:
             continue  # grey, white, black: background or shadow
         if 47 <= h <= 120:  # 66..170 degrees

@@ -112,9 +112,7 @@ class JobStore:
     def claim(self, analysis_id: str, user_id: str) -> Claim:
         with transaction(self.sessions) as s:
             found = s.execute(
-                select(Analysis, func.now())
-                .where(Analysis.id == analysis_id)
-                .with_for_update()
+                select(Analysis, func.now()).where(Analysis.id == analysis_id).with_for_update()
             ).one_or_none()
             if found is None:
                 return Claim(ClaimState.UNKNOWN)

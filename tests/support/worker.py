@@ -95,7 +95,9 @@ def analysis_row(settings: Settings, analysis_id: str) -> Analysis:
 def event_rows(settings: Settings, analysis_id: str) -> list[EventRow]:
     with sessions_for(settings)() as s:
         return list(
-            s.scalars(select(EventRow).where(EventRow.analysis_id == analysis_id).order_by(EventRow.seq))
+            s.scalars(
+                select(EventRow).where(EventRow.analysis_id == analysis_id).order_by(EventRow.seq)
+            )
         )
 
 
@@ -121,7 +123,9 @@ def wait_published(settings: Settings, analysis_id: str, timeout: float = 15.0) 
 
 def unpublished_count(settings: Settings) -> int:
     with sessions_for(settings)() as s:
-        return int(s.execute(text("SELECT count(*) FROM events WHERE published_at IS NULL")).scalar_one())
+        return int(
+            s.execute(text("SELECT count(*) FROM events WHERE published_at IS NULL")).scalar_one()
+        )
 
 
 # --- RabbitMQ ---------------------------------------------------------------------------------
@@ -312,7 +316,9 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def spawn_worker(worker_settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def spawn_worker(
+    worker_settings: Settings, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
     procs: list[WorkerProcess] = []
 
     def spawn(extra_env: dict[str, str] | None = None, **overrides: Any) -> WorkerProcess:
