@@ -220,9 +220,8 @@ class OutboxPublisher:
             self._update_lag()
             return False
         drained = self._drain()
-        if drained:
-            rebuilt = self._rebuild_if_needed()
-            drained = rebuilt and self._drain()
+        if drained and self._rebuild_pending():
+            drained = self._rebuild_if_needed() and self._drain()
         if drained:
             metrics.OUTBOX_LAG.set(0)
         else:
@@ -288,7 +287,13 @@ class OutboxPublisher:
     def _mark_published(self, seqs: list[int]) -> None:
         assert self._conn is not None
         with self._conn.cursor() as cur:
-            cur.execute("UPDATE events SET published_at = now() WHERE seq = ANY(%s)", (seqs,))
+            # Losing this mark in a database crash only means publishing again (clients
+            # de-duplicate on eventId), so it need not wait for the WAL flush.
+            cur.execute(
+                "BEGIN; SET LOCAL synchronous_commit = off; "
+                "UPDATE events SET published_at = now() WHERE seq = ANY(%s); COMMIT",
+                (seqs,),
+            )
 
     @staticmethod
     def _row(seq: int, user_id: str, analysis_id: str, payload: Any, left: Any, age: Any) -> _Row:
@@ -314,6 +319,10 @@ class OutboxPublisher:
         metrics.OUTBOX_LAG.set(float(row[0]) if row else 0.0)
 
     # --- retained state after a broker restart --------------------------------------------
+
+    def _rebuild_pending(self) -> bool:
+        with self._boot_lock:
+            return self._seen_boot is not None and self._seen_boot != self._rebuilt_boot
 
     def _rebuild_if_needed(self) -> bool:
         """Re-publish the latest event of every analysis for a new broker boot; True when done."""

@@ -81,7 +81,7 @@ def test_killed_in_the_middle_of_an_n8n_call_the_job_is_redelivered_and_complete
     completed = device.wait_event(aid, EventType.COMPLETED)
     assert completed["overallHealthScore"] == 72
     stages = [e.payload.get("stage") for e in event_rows(worker_settings, aid)]
-    assert stages == ["started", "analyzing", "saving", None]  # no stage announced twice
+    assert stages == ["started", "analyzing", None]  # no stage announced twice
 
 
 def test_sigterm_stops_the_worker_cleanly(

@@ -48,10 +48,9 @@ def test_a_job_flows_to_the_users_devices_as_progress_then_completed(
     assert kinds == [
         (EventType.PROGRESS, "started"),
         (EventType.PROGRESS, "analyzing"),
-        (EventType.PROGRESS, "saving"),
         (EventType.COMPLETED, None),
     ]
-    assert [e["progress"] for e in events[:3]] == [10, 50, 90]
+    assert [e["progress"] for e in events[:2]] == [10, 50]
     # Every contract field of AnalysisCompleted, with the values N8N gave.
     assert set(completed) == {
         "event",
@@ -73,7 +72,7 @@ def test_a_job_flows_to_the_users_devices_as_progress_then_completed(
     assert completed["imageUrl"].endswith(f"/api/v1/plantanalyses/{aid}/image")
     assert completed["deepLink"] == f"app://analysis/{aid}"
     datetime.fromisoformat(completed["completedAt"])
-    assert len({e["eventId"] for e in events}) == 4
+    assert len({e["eventId"] for e in events}) == 3
     assert all(len(json.dumps(e)) < 1024 for e in events)
     assert all(m.retain is False and m.qos == 1 for m in live.messages)  # live delivery
     assert all(
@@ -215,7 +214,6 @@ def test_duplicate_deliveries_give_one_result_and_one_event_per_change(
     assert [r.payload.get("stage") for r in rows if r.type == EventType.PROGRESS] == [
         "started",
         "analyzing",
-        "saving",
     ]
     assert len({r.id for r in rows}) == len(rows)
     assert analysis_row(worker_settings, aid).attempts == 1
