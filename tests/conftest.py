@@ -2,7 +2,9 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.api",
     "tests.support.broker",
+    "tests.support.fcm",
     "tests.support.fake_n8n",
     "tests.support.worker",
 ]

@@ -46,7 +46,7 @@ from worker.presence import OUTBOX_LOCK_CLASS, connect_raw
 
 log = logging.getLogger("plantnotify.worker.outbox")
 
-EVENTS_CHANNEL = "plantnotify_events"  # spelled in migration 0002 (the trigger) as well
+EVENTS_CHANNEL = "plantnotify_events"  # spelled in migration worker01 (the trigger) as well
 REBUILT_BOOT_KEY = "rebuilt_boot_id"
 OUTBOX_LOCK_KEY = 1
 

@@ -165,15 +165,20 @@ class MqttClient:
         return self._last_error
 
     def wait_connected(self, timeout: float = 10.0) -> None:
-        """Wait until connected and the configured subscriptions are granted."""
-        if self._ready.wait(timeout):
-            return
-        if isinstance(self._last_error, MqttConnectError | MqttSubscribeError):
-            raise self._last_error
-        raise MqttTimeout(
-            f"not connected to {self._opts.host}:{self._opts.port} within {timeout} s"
-            + (f" (last error: {self._last_error})" if self._last_error else "")
-        )
+        """Wait until connected and the configured subscriptions are granted.
+
+        A refusal (bad credentials, a denied subscription) is raised at once; the reconnect
+        loop keeps trying in the background all the same.
+        """
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(min(0.05, max(0.0, deadline - time.monotonic()))):
+            if isinstance(self._last_error, MqttConnectError | MqttSubscribeError):
+                raise self._last_error
+            if time.monotonic() >= deadline:
+                raise MqttTimeout(
+                    f"not connected to {self._opts.host}:{self._opts.port} within {timeout} s"
+                    + (f" (last error: {self._last_error})" if self._last_error else "")
+                )
 
     # --- operations -----------------------------------------------------------------------
 

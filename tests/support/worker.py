@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pika
 import pytest
@@ -34,6 +33,7 @@ from plantnotify.db.session import engine_for, session_factory
 from plantnotify.mqtt import ConnectOptions, Credentials, Message, MqttClient
 from plantnotify.settings import Settings
 from tests.support.fake_n8n import FakeN8n
+from tests.support.rabbit import private_vhost
 from tests.support.services import RUN_ID
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,15 +192,8 @@ class Queues:
 @pytest.fixture(scope="session")
 def worker_rabbitmq_url(rabbitmq_url: str) -> Iterator[str]:
     """A vhost of the worker tests' own: other tests' jobs never reach a test worker."""
-    vhost = f"plantnotify_worker_{RUN_ID}"
-    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True)
-    subprocess.run(
-        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-        check=True,
-        capture_output=True,
-    )
-    yield f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False, capture_output=True)
+    with private_vhost(f"plantnotify_worker_{RUN_ID}") as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ Every INSERT into ``events`` sends ``NOTIFY plantnotify_events`` (delivered at c
 outbox publisher in whichever worker process leads is woken at once; ``outbox_state`` remembers
 the broker boot whose retained state was rebuilt.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: worker01
+Revises: bridge01
 Create Date: 2026-11-29 12:00:00
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "worker01"
+down_revision = "bridge01"
 branch_labels = None
 depends_on = None
 
