@@ -159,7 +159,9 @@ def outbox_throughput(settings: Settings, count: int) -> None:
 
         def left() -> int:
             return int(
-                s.execute(text("SELECT count(*) FROM events WHERE published_at IS NULL")).scalar_one()
+                s.execute(
+                    text("SELECT count(*) FROM events WHERE published_at IS NULL")
+                ).scalar_one()
             )
 
         publisher.start()
@@ -171,8 +173,12 @@ def outbox_throughput(settings: Settings, count: int) -> None:
             s.rollback()
         elapsed = time.perf_counter() - started
     publisher.stop()
-    print(f"\n1. outbox throughput ({count} retained QoS-1 events, ~{len(events[0].to_json_bytes())} B)")
-    print(f"   baseline: one MqttClient, no database   {count / base:8.0f} events/s  ({base:.2f} s)")
+    print(
+        f"\n1. outbox throughput ({count} retained QoS-1 events, ~{len(events[0].to_json_bytes())} B)"
+    )
+    print(
+        f"   baseline: one MqttClient, no database   {count / base:8.0f} events/s  ({base:.2f} s)"
+    )
     print(
         f"   outbox publisher (select, publish, mark) {count / elapsed:8.0f} events/s  "
         f"({elapsed:.2f} s, batch {settings.outbox_batch_size}; includes taking leadership)"
@@ -247,7 +253,9 @@ def delivery_latency(settings: Settings, analyses: int) -> None:
     fake.stop()
     latencies = [received[a] - fake.answered_at[a] for a in ids if a in received]
     base = baseline_latency(settings, analyses)
-    print(f"\n2. N8N answer -> AnalysisCompleted on a user's subscriber ({len(latencies)} analyses)")
+    print(
+        f"\n2. N8N answer -> AnalysisCompleted on a user's subscriber ({len(latencies)} analyses)"
+    )
     print(
         f"   baseline: publish -> receive, no worker  median {ms(statistics.median(base))}  "
         f"p99 {ms(percentile(base, 99))}"

@@ -168,9 +168,18 @@ def stack(ctx: Stack) -> list[Part]:
         parts.append(
             Part("n8n-standin", ["n8n-standin"], http_ready(ctx.url("STANDIN_PORT", "/healthz")))
         )
+    if not ctx.settings.fcm_credentials_file:
+        parts.append(
+            Part(
+                "fcm-emulator",
+                ["fcm-emulator"],
+                http_ready(ctx.url("FCM_EMULATOR_PORT", "/healthz")),
+            )
+        )
     parts += [
         Part("api", ["api"], http_ready(ctx.url("API_PORT", "/healthz"))),
         Part("worker", ["worker"], tcp_ready(ctx.ports["METRICS_PORT_WORKER"])),
+        Part("bridge", ["bridge"], tcp_ready(ctx.ports["METRICS_PORT_BRIDGE"])),
     ]
     return parts
 
@@ -380,6 +389,7 @@ def print_banner(console: Console, ctx: Stack, parts: list[Part], notes: list[st
         f"  MQTT/TCP         mqtt://127.0.0.1:{ports['MQTT_PORT']}",
         f"  MQTT/WebSocket   ws://127.0.0.1:{ports['MQTT_WS_PORT']}/mqtt",
         f"  worker metrics   {ctx.url('METRICS_PORT_WORKER', '/metrics')}",
+        f"  bridge metrics   {ctx.url('METRICS_PORT_BRIDGE', '/metrics')}",
     ]
     names = {p.name for p in parts}
     if "n8n-standin" in names:
