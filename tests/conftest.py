@@ -2,8 +2,8 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.broker",  # before modules that import it (assert rewriting)
     "tests.support.api",
-    "tests.support.broker",
     "tests.support.fcm",
     "tests.support.fake_n8n",
     "tests.support.worker",

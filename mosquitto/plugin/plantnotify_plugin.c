@@ -174,16 +174,21 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 		username = conn->user;
 	}else{
 		/*
-		 * No live record: an offline persistent session receiving a message into its queue
-		 * (Mosquitto re-checks READ when the client comes back). Decide READ by the username it
-		 * authenticated with; anything else from an unknown context is denied.
+		 * No record: an offline persistent session receiving a message into its queue
+		 * (Mosquitto re-checks READ when the client comes back), or a delayed Will. Decide by
+		 * the username it authenticated with: READ with the role that username last had,
+		 * WRITE (a delayed Will) with user rights only; never SUBSCRIBE.
 		 */
 		username = mosquitto_client_username(ed->client);
-		if(ed->access != MOSQ_ACL_READ || !pn_valid_user_id(username)){
+		if(!pn_valid_user_id(username)){
 			allowed = 0;
-		}else{
+		}else if(ed->access == MOSQ_ACL_READ){
 			allowed = pn_acl_allows(username, pn_sessions_is_service_user(st->sessions, username),
 					ed->topic, ed->access, 0);
+		}else if(ed->access == MOSQ_ACL_WRITE){
+			allowed = pn_acl_allows(username, 0, ed->topic, ed->access, ed->retain);
+		}else{
+			allowed = 0;
 		}
 	}
 	if(!allowed && ed->access != MOSQ_ACL_READ){
@@ -231,6 +236,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 
+	pn_sessions_reap(st->sessions);
 	if(now >= st->next_expiry_check){
 		st->next_expiry_check = now + st->expiry_interval;
 		kick_expired(st, now);
@@ -246,10 +252,11 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	plugin_state *st = userdata;
 	const pn_conn *conn = pn_sessions_find(st->sessions, ed->client);
 	(void)event;
-	if(conn){
+	if(conn && !conn->departed){
 		mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "disconnected user=%s client=%s",
 				conn->user, conn->client_id);
-		pn_sessions_remove(st->sessions, ed->client);
+		/* Kept (not counted) until the next TICK: the Will's WRITE check comes right after. */
+		pn_sessions_depart(st->sessions, ed->client);
 	}
 	return MOSQ_ERR_SUCCESS;
 }
