@@ -2,7 +2,10 @@
 
 ``PLANTNOTIFY_TEST_CRASH_AFTER_COMMIT=1``: the worker process dies (``os._exit``, no clean-up,
 like SIGKILL) right after it committed an analysis result and its event row, before the
-RabbitMQ ack and before the outbox publish. Never set it outside tests.
+RabbitMQ ack and before the outbox publish. So that the window is hit every time (and not lost
+to a race with its own publisher thread, woken by the same commit), the armed process never
+takes the outbox leadership: the committed event can only go out through the next worker.
+Never set it outside tests.
 """
 
 from __future__ import annotations
@@ -23,9 +26,15 @@ def crash_after_commit_armed() -> bool:
 
 def after_result_commit() -> None:
     if crash_after_commit_armed():
-        log.critical(
-            "fault injection: dying right after the result commit (%s)", CRASH_AFTER_COMMIT
-        )
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         os._exit(CRASH_EXIT_CODE)
+
+
+def announce() -> None:
+    if crash_after_commit_armed():
+        log.critical(
+            "fault injection armed (%s): this worker dies after its first result commit "
+            "and never publishes",
+            CRASH_AFTER_COMMIT,
+        )

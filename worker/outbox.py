@@ -102,17 +102,25 @@ class OutboxPublisher:
 
     # --- control (any thread) -------------------------------------------------------------
 
-    def start(self) -> OutboxPublisher:
+    def start(self, *, lead: bool = True) -> OutboxPublisher:
+        """Connect, and (unless ``lead`` is False: fault injection) compete for leadership."""
         self.mqtt.start()
-        self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
-        self._thread.start()
+        if lead:
+            self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+            self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self.wake()
         if self._thread is not None:
+            # Let a batch in flight get its PUBACKs; if that takes long, dropping the MQTT
+            # connection fails the waits at once (those events are simply published again).
+            self._thread.join(min(2.0, timeout))
+            self.mqtt.stop()
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("outbox publisher did not stop within %.0fs", timeout)
             self._thread = None
         self.mqtt.stop()
         self._wake_r.close()

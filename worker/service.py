@@ -23,6 +23,7 @@ from plantnotify.contracts.urls import image_url
 from plantnotify.db.session import make_engine, session_factory
 from plantnotify.service_mqtt import service_connect_options
 from plantnotify.settings import Settings
+from worker import faults
 from worker.consumer import Consumer
 from worker.n8n import N8nClient, n8n_url
 from worker.outbox import OutboxPublisher
@@ -87,7 +88,8 @@ class Worker:
     def start(self) -> Worker:
         if not self.presence.ensure():
             raise RuntimeError("cannot take this worker's presence lock in PostgreSQL")
-        self.outbox.start()
+        faults.announce()
+        self.outbox.start(lead=not faults.crash_after_commit_armed())
         for target, name in ((self._keep_leases, "leases"), (self._consume, "consumer")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
