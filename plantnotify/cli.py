@@ -11,12 +11,24 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from plantnotify.settings import (
+    PRODUCTION_NEEDS,
+    ConfigError,
+    load_settings,
+    refuse_unsafe_production,
+)
+
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("plantnotify.db.cli", "create the database if missing and apply migrations"),
+    "api": ("api.main", "the HTTP API and web app (uvicorn)"),
     "watch": ("plantnotify.watch.cli", "reference device client: follow your analyses live"),
     "broker": ("plantnotify.broker.cli", "run our Mosquitto with the JWT/ACL plugin"),
     "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),
+    "bridge": ("bridge.cli", "live-session tracking and the FCM push fallback"),
+    "fcm-emulator": ("bridge.emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
+    "config": ("plantnotify.configdoc", "check the configuration; --markdown prints its table"),
+    "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
 }
 
 
@@ -39,7 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
-    result: int = module.run(args)
+    try:
+        if args.command in PRODUCTION_NEEDS:
+            refuse_unsafe_production(load_settings(), args.command)
+        result: int = module.run(args)
+    except ConfigError as exc:
+        # Every service loads Settings first; a refused configuration is one clear line, not a
+        # traceback (and never echoes the offending value, which may be a secret).
+        print(f"plantnotify {args.command}: configuration refused: {exc}", file=sys.stderr)
+        return 2
     return result
 
 

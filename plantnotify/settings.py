@@ -7,16 +7,19 @@ says what to set.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from plantnotify.contracts.claims import (
     DEFAULT_MQTT_AUDIENCE,
     MIN_HS256_SECRET_BYTES,
+    SUPPORTED_ALGORITHMS,
     MqttSigner,
 )
 
@@ -28,7 +31,10 @@ class ConfigError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+    # env_ignore_empty: `VAR=` (docker-compose's `${VAR:-}`) means "use the default", not "".
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     environment: Literal["development", "test", "production"] = Field(
         "development", description="`production` refuses development defaults."
@@ -46,18 +52,28 @@ class Settings(BaseSettings):
         "", description="Comma-separated origins allowed by CORS (never `*` with credentials)."
     )
     max_upload_mb: int = Field(10, ge=1, le=100, description="Largest accepted image, in MiB.")
+    web_dist_dir: Path | None = Field(
+        None, description="Built web app served at `/` (default: `<repo>/web/dist`)."
+    )
+    startup_timeout_seconds: float = Field(
+        30.0, ge=0, description="How long a service waits for its dependencies at start-up."
+    )
 
     # --- storage and queue ------------------------------------------------------------------
     database_url: str = Field(
         "postgresql+psycopg2://postgres@127.0.0.1:5432/plantnotify",
         description="PostgreSQL URL; the database is created and migrated if missing.",
+        repr=False,
     )
-    rabbitmq_url: str = Field("amqp://guest:guest@127.0.0.1:5672/%2F", description="RabbitMQ URL.")
+    rabbitmq_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/%2F", description="RabbitMQ URL.", repr=False
+    )
 
     # --- tokens -----------------------------------------------------------------------------
     jwt_secret: str = Field(
         DEV_JWT_SECRET,
         description="HS256 secret (>= 32 bytes) for access tokens and MQTT tokens.",
+        repr=False,
     )
     access_token_ttl_seconds: int = Field(3600, description="Lifetime of API access tokens.")
     auth_jwt_algorithm: str = Field("HS256", description="Algorithm of accepted access tokens.")
@@ -67,6 +83,9 @@ class Settings(BaseSettings):
     auth_jwt_issuer: str | None = Field(None, description="Required `iss` of access tokens.")
     auth_jwt_audience: str | None = Field(None, description="Required `aud` of access tokens.")
     auth_user_id_claim: str = Field("sub", description="Claim holding the user id, e.g. `userId`.")
+    auth_jwt_secret: str | None = Field(
+        None, description="HS256 secret of an external identity provider's access tokens."
+    )
 
     mqtt_jwt_algorithm: str = Field("HS256", description="MQTT token algorithm (plugin pins it).")
     mqtt_jwt_private_key_file: Path | None = Field(
@@ -118,8 +137,49 @@ class Settings(BaseSettings):
     fallback_grace_seconds: float = Field(
         10.0, ge=0, description="Wait for a receipt before pushing to a live user."
     )
+    fcm_project_id: str = Field(
+        "plantnotify-local", description="Firebase project used with the local FCM emulator."
+    )
+    fcm_http_timeout_seconds: float = Field(10.0, gt=0, description="Time-out of one FCM call.")
+    fcm_max_attempts: int = Field(5, ge=1, description="FCM attempts on 429/5xx/network errors.")
+    fcm_retry_base_seconds: float = Field(1.0, ge=0, description="First FCM retry delay (x2).")
+    fcm_retry_max_seconds: float = Field(300.0, ge=0, description="Longest FCM retry delay.")
+    fcm_config_retry_seconds: float = Field(
+        30.0, ge=0, description="Retry delay after an FCM credentials/configuration error."
+    )
+    fcm_config_give_up_seconds: float = Field(
+        1800.0, ge=0, description="A push blocked by a configuration error is dropped after this."
+    )
+    fcm_concurrency: int = Field(8, ge=1, description="FCM sends in flight per bridge.")
+    fcm_ttl_seconds: int = Field(
+        86400, ge=0, le=2_419_200, description="How long FCM keeps an undelivered push."
+    )
+    bridge_mqtt_user: str = Field(
+        "plantnotify-bridge", description="Service identity (MQTT username) of the bridge."
+    )
+    bridge_instance: str | None = Field(
+        None, description="Stable name of this bridge (MQTT client id suffix); default host-pid."
+    )
+    bridge_session_expiry_seconds: int = Field(
+        600, ge=0, description="Broker keeps the bridge's receipts this long across its restarts."
+    )
+    bridge_poll_seconds: float = Field(
+        0.5, gt=0, description="Catch-up sweep of the events table for missed events."
+    )
+    bridge_lookback_seconds: float = Field(
+        3600.0, gt=0, description="Events published longer ago than this are never pushed."
+    )
+    bridge_lease_seconds: float = Field(
+        30.0, gt=0, description="How long one bridge owns a push it is sending."
+    )
     metrics_port_worker: int = Field(9101, description="Prometheus port of the worker.")
     metrics_port_bridge: int = Field(9102, description="Prometheus port of the bridge.")
+    metrics_port_broker: int = Field(
+        9103, description="Prometheus port of `plantnotify broker` (CONNECT outcomes); 0: off."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the worker's and bridge's metrics endpoints bind to."
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
@@ -131,6 +191,18 @@ class Settings(BaseSettings):
                 )
             if "*" in self.cors_origin_list:
                 raise ConfigError("CORS_ORIGINS must list origins explicitly, not '*'")
+        for name in ("auth_jwt_algorithm", "mqtt_jwt_algorithm"):
+            if getattr(self, name) not in SUPPORTED_ALGORITHMS:
+                raise ConfigError(
+                    f"{name.upper()}={getattr(self, name)!r} is not supported; "
+                    f"use one of {', '.join(SUPPORTED_ALGORITHMS)}"
+                )
+        for origin in self.cors_origin_list:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"CORS_ORIGINS entry {origin!r} is not an origin; write scheme://host[:port] "
+                    "without a path, e.g. https://app.example"
+                )
         if self.mqtt_jwt_algorithm == "HS256" and len(self.jwt_secret) < MIN_HS256_SECRET_BYTES:
             raise ConfigError(
                 f"JWT_SECRET must be at least {MIN_HS256_SECRET_BYTES} bytes "
@@ -170,6 +242,71 @@ class Settings(BaseSettings):
         return f"ws://{self.mqtt_public_host or self.mqtt_host}:{self.mqtt_ws_port}/mqtt"
 
 
+# scheme://host[:port]; the host may be a bracketed IPv6 address. No path, no trailing slash.
+# What each part needs configured in production, beyond what Settings checks for every part.
+# A part is refused only for what it uses: the broker (the internet-facing container) is given
+# no database or RabbitMQ credentials at all, so it must not be asked for them.
+PRODUCTION_NEEDS: dict[str, tuple[str, ...]] = {
+    "api": ("rabbitmq",),
+    "worker": ("rabbitmq", "n8n"),
+    "bridge": ("fcm",),
+}
+
+
+def refuse_unsafe_production(settings: Settings, part: str) -> None:
+    """Refuse development conveniences that would be wrong, or open, for ``part`` in production.
+
+    Called by the CLI before a part starts (``plantnotify api|worker|bridge``); a no-op outside
+    production. ``part="all"`` checks what the whole stack needs (``plantnotify config``).
+    """
+    if settings.environment != "production":
+        return
+    needs = (
+        {n for ns in PRODUCTION_NEEDS.values() for n in ns}
+        if part == "all"
+        else set(PRODUCTION_NEEDS.get(part, ()))
+    )
+    if "n8n" in needs and not settings.n8n_webhook_url:
+        raise ConfigError(
+            "N8N_WEBHOOK_URL is unset, so analyses would go to the development stand-in; "
+            "set N8N_WEBHOOK_URL to your N8N workflow's webhook, or ENVIRONMENT=development"
+        )
+    if "fcm" in needs and not settings.fcm_credentials_file:
+        raise ConfigError(
+            "FCM_CREDENTIALS_FILE is unset, so pushes would go to the local FCM emulator; set it "
+            "to the Firebase service-account JSON file, or ENVIRONMENT=development"
+        )
+    if "rabbitmq" in needs and _uses_guest_account(settings.rabbitmq_url):
+        raise ConfigError(
+            "RABBITMQ_URL uses RabbitMQ's default guest account; create a RabbitMQ user with its "
+            "own password and put both in RABBITMQ_URL, or ENVIRONMENT=development"
+        )
+
+
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
+
+
+def _uses_guest_account(url: str) -> bool:
+    parsed = urlsplit(url)
+    return (parsed.username or "guest") == "guest" and (parsed.password or "guest") == "guest"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit overrides (tests, the CLI)."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Settings from the environment, with explicit overrides (tests, the CLI).
+
+    Raises ConfigError with one line per problem, naming the variable and never echoing values:
+    pydantic's own message would print (part of) the input, which may be a secret.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in error["loc"]).upper()
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where else message)
+    return "; ".join(lines)

@@ -68,3 +68,10 @@ def mint_mqtt_token(
     if service:
         claims[CLAIM_ROLE] = ROLE_SERVICE
     return jwt.encode(claims, signer.key, algorithm=signer.algorithm)
+
+
+# API access tokens issued by ``POST /auth/login`` carry their own audience and issuer, so an
+# MQTT token (same HS256 secret by default, audience ``plantnotify-mqtt``) is never accepted
+# as an API access token, nor the other way round (RFC 8725 §3.12, cross-JWT confusion).
+ACCESS_TOKEN_AUDIENCE = "plantnotify-api"  # noqa: S105 (a name, not a secret)
+ACCESS_TOKEN_ISSUER = "plantnotify"  # noqa: S105

@@ -6,7 +6,11 @@ User topics (contract §2):
 
 Service topics (written by the Mosquitto plugin, readable only with role=service):
     plantnotify/broker/boot                retained BrokerBoot, one per broker start
+    plantnotify/broker/stats               retained BrokerStats (CONNECT outcomes, live count)
     plantnotify/sessions/{userId}          retained SessionSnapshot (live connections of a user)
+    plantnotify/bridges/{clientId}/sync    a bridge's own marker: published by the bridge to
+                                           itself after subscribing, so it knows the retained
+                                           replay before it has been read to the end
 The plugin spells the service topics in C (mosquitto/plugin/plantnotify_plugin.c); the broker
 tests check both sides agree.
 """
@@ -23,8 +27,10 @@ RECEIPTS = "receipts"
 
 SERVICE_PREFIX = "plantnotify"
 BROKER_BOOT_TOPIC = f"{SERVICE_PREFIX}/broker/boot"
+BROKER_STATS_TOPIC = f"{SERVICE_PREFIX}/broker/stats"
 SESSIONS = "sessions"
 ALL_SESSIONS_FILTER = f"{SERVICE_PREFIX}/{SESSIONS}/+"
+BRIDGES = "bridges"
 
 ALL_ANALYSES_FILTER = f"{USERS}/+/{ANALYSES}/+"
 ALL_RECEIPTS_FILTER = f"{USERS}/+/{RECEIPTS}"
@@ -64,6 +70,12 @@ def receipts_topic(user_id: str) -> str:
 def session_topic(user_id: str) -> str:
     _check_user(user_id)
     return f"{SERVICE_PREFIX}/{SESSIONS}/{user_id}"
+
+
+def bridge_sync_topic(client_id: str) -> str:
+    if not client_id or any(c in client_id for c in "/+#\x00"):
+        raise ValueError(f"invalid client id {client_id!r}")
+    return f"{SERVICE_PREFIX}/{BRIDGES}/{client_id}/sync"
 
 
 @dataclass(frozen=True, slots=True)

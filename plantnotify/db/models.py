@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     func,
     text,
 )
@@ -104,3 +106,114 @@ class Device(Base):
     platform: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- bridge (FCM fallback): decisions, receipts, deliveries and every attempt ----------------
+
+
+class PushDecision(Base):
+    """One per terminal event the bridge has seen published; the pending ones survive restarts.
+
+    ``state``: ``pending`` (waiting until ``due_at``), then exactly one of ``pushed``,
+    ``suppressed`` (a receipt), ``no_devices`` or ``ignored``.
+    """
+
+    __tablename__ = "push_decisions"
+    __table_args__ = (
+        Index("ix_push_decisions_due", "due_at", postgresql_where=text("state = 'pending'")),
+        Index(
+            "ix_push_decisions_user_pending", "user_id", postgresql_where=text("state = 'pending'")
+        ),
+    )
+
+    event_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(64))
+    analysis_id: Mapped[str] = mapped_column(String(36))
+    event_type: Mapped[str] = mapped_column(String(32))
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    live_at_publish: Mapped[int | None] = mapped_column(Integer)  # NULL: unknown
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    receipt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PushReceipt(Base):
+    """The first receipt for an event from any device of its owner ("this device has it")."""
+
+    __tablename__ = "push_receipts"
+
+    event_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PushDelivery(Base):
+    """One push of one event to one device; unique per (event, device): never pushed twice.
+
+    ``status``: ``pending`` (due at ``next_attempt_at``), ``sending`` (leased by a bridge until
+    ``next_attempt_at``), then ``sent``, ``device_removed``, ``failed`` or ``exhausted``.
+    """
+
+    __tablename__ = "push_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "device_token", name="uq_push_deliveries_event_device"),
+        Index(
+            "ix_push_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('pending', 'sending')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    event_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("push_decisions.event_id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(String(64))
+    device_token: Mapped[str] = mapped_column(String(4096))
+    platform: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), server_default=text("'pending'"))
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    fcm_message_id: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PushAttempt(Base):
+    """Every HTTP attempt at FCM and what came of it (operators read this; nothing is guessed)."""
+
+    __tablename__ = "push_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("push_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str] = mapped_column(String(16))
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(String(300))
+    retry_after: Mapped[float | None] = mapped_column(Float)
+    bridge: Mapped[str | None] = mapped_column(String(128))
+
+
+# The bridge's catch-up sweep looks for recently published terminal events without a decision.
+Index(
+    "ix_events_published_terminal",
+    EventRow.published_at,
+    postgresql_where=text(
+        "published_at IS NOT NULL AND type IN ('AnalysisCompleted', 'AnalysisFailed')"
+    ),
+)

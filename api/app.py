@@ -1,0 +1,109 @@
+"""``create_app(settings)``: the FastAPI application of contract §3.
+
+Routes live under ``/api/v1`` (one router per resource in ``api/routes``); ``/healthz``,
+``/readyz`` and ``/metrics`` are at the root (and under ``/api/v1`` too); the web app is at
+``/``. Settings reach routes through ``app.state.ctx`` (``api.deps``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+
+from api.errors import install_error_handlers
+from api.metrics import ApiMetrics
+from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from api.routes import api_router, health
+from api.routes.analyses import NEXT_BEFORE_HEADER
+from api.routes.notifications import HAS_MORE_HEADER, NEXT_SINCE_HEADER
+from api.state import AppState
+from api.tokens import AccessTokens
+from api.web import mount_web
+from plantnotify.amqp.errors import QueueUnavailable
+from plantnotify.amqp.publisher import JobPublisher
+from plantnotify.contracts.urls import API_PREFIX
+from plantnotify.db.session import make_engine, session_factory
+from plantnotify.logs import get_logger
+from plantnotify.settings import Settings, load_settings
+
+log = get_logger("plantnotify.api")
+PUBLISHER_HEARTBEAT_SECONDS = 5.0  # well inside the 15 s AMQP heartbeat
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    tokens = AccessTokens(settings)  # refuses a broken identity-provider configuration
+    settings.mqtt_signer  # noqa: B018 (same for the MQTT signing key, before serving)
+    engine = make_engine(settings.database_url)
+    state = AppState(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        publisher=JobPublisher(settings.rabbitmq_url, app_id="plantnotify-api"),
+        tokens=tokens,
+        metrics=ApiMetrics(),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        keepalive = asyncio.create_task(_publisher_keepalive(state.publisher))
+        try:
+            yield
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+            await run_in_threadpool(state.publisher.close)
+            engine.dispose()
+
+    app = FastAPI(
+        title="plantnotify API",
+        version="1",
+        summary="Plant analyses with realtime (MQTT) and push (FCM) notifications.",
+        lifespan=lifespan,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.ctx = state
+    install_error_handlers(app)
+    origins = settings.cors_origin_list
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_credentials=False,  # bearer tokens, no cookies
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", REQUEST_ID_HEADER],
+            expose_headers=[
+                REQUEST_ID_HEADER,
+                NEXT_BEFORE_HEADER,
+                NEXT_SINCE_HEADER,
+                HAS_MORE_HEADER,
+                "Location",
+                "Retry-After",
+            ],
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
+    app.include_router(api_router, prefix=API_PREFIX)
+    app.include_router(health.router)
+    app.include_router(health.router, prefix=API_PREFIX)
+    mount_web(app, settings.web_dist_dir)
+    return app
+
+
+async def _publisher_keepalive(publisher: JobPublisher) -> None:
+    """Connect early (best effort) and keep the idle connection's heartbeats flowing."""
+    try:
+        await run_in_threadpool(publisher.connect)
+    except QueueUnavailable as exc:
+        log.warning("RabbitMQ not reachable yet (uploads answer 503 until it is): %s", exc)
+    while True:
+        await asyncio.sleep(PUBLISHER_HEARTBEAT_SECONDS)
+        await run_in_threadpool(publisher.heartbeat)

@@ -1,0 +1,72 @@
+"""FCM device registrations (read by the bridge): ``POST /devices``, ``DELETE /devices/{token}``.
+
+A token belongs to one device, and a device to whoever registered it last: re-registering a
+token under another user moves it (the phone changed hands or accounts). ``DELETE`` is
+idempotent: ``204`` whether or not the token existed, and it only ever removes the caller's
+own registration (another user's token is left alone, and its existence is not revealed).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+from sqlalchemy import delete, func
+from sqlalchemy.dialects.postgresql import insert
+
+from api.deps import Caller, SessionDep
+from api.schemas import DEVICE_TOKEN_PATTERN, DeviceIn, DeviceOut, ErrorResponse
+from plantnotify.db.models import Device
+from plantnotify.logs import get_logger
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+log = get_logger("plantnotify.api.devices")
+_TOKEN_RE = re.compile(DEVICE_TOKEN_PATTERN)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DeviceOut,
+    summary="Register an FCM token of the caller's device",
+    responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+def register_device(body: DeviceIn, caller: Caller, session: SessionDep) -> DeviceOut:
+    statement = insert(Device).values(
+        token=body.token, user_id=caller.user_id, platform=body.platform.value
+    )
+    statement = statement.on_conflict_do_update(
+        index_elements=[Device.token],
+        set_={
+            "user_id": statement.excluded.user_id,
+            "platform": statement.excluded.platform,
+            "updated_at": func.now(),
+        },
+    )
+    session.execute(statement)
+    session.commit()
+    log.info(
+        "device registered", extra={"user_id": caller.user_id, "platform": body.platform.value}
+    )
+    return DeviceOut(token=body.token, platform=body.platform)
+
+
+@router.delete(
+    "/{token}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    summary="Unregister one of the caller's FCM tokens (idempotent)",
+    responses={401: {"model": ErrorResponse}},
+)
+def unregister_device(
+    token: Annotated[str, Path(max_length=4096)], caller: Caller, session: SessionDep
+) -> Response:
+    if _TOKEN_RE.fullmatch(token):
+        result = session.execute(
+            delete(Device).where(Device.token == token, Device.user_id == caller.user_id)
+        )
+        session.commit()
+        if getattr(result, "rowcount", 0):
+            log.info("device unregistered", extra={"user_id": caller.user_id})
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,43 @@
+"""``POST /realtime/token``: the MQTT credentials of the caller (contract §2)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+
+from api.deps import Caller, SettingsDep
+from api.schemas import ErrorResponse, MqttEndpoints, RealtimeTokenResponse, RealtimeTopics
+from plantnotify.contracts import topics
+from plantnotify.contracts.claims import mint_mqtt_token
+from plantnotify.contracts.ids import client_id_prefix
+
+router = APIRouter(prefix="/realtime", tags=["realtime"])
+
+
+@router.post(
+    "/token",
+    response_model=RealtimeTokenResponse,
+    responses={401: {"model": ErrorResponse}},
+    summary="Get MQTT credentials for the caller",
+    description="The token is the MQTT password; the MQTT username is the user id. It never "
+    "carries a role and lives at most as long as the access token used to get it.",
+)
+def realtime_token(caller: Caller, settings: SettingsDep) -> RealtimeTokenResponse:
+    ttl = min(settings.mqtt_token_ttl_seconds, max(1, caller.expires_at - int(time.time())))
+    token = mint_mqtt_token(settings.mqtt_signer, caller.user_id, ttl)
+    return RealtimeTokenResponse(
+        token=token,
+        username=caller.user_id,
+        client_id_prefix=client_id_prefix(caller.user_id),
+        expires_in=ttl,
+        mqtt=MqttEndpoints(
+            host=settings.mqtt_public_host or settings.mqtt_host,
+            port=settings.mqtt_port,
+            ws_url=settings.mqtt_public_ws_url,
+        ),
+        topics=RealtimeTopics(
+            analyses=topics.analyses_filter(caller.user_id),
+            receipts=topics.receipts_topic(caller.user_id),
+        ),
+    )

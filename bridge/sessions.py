@@ -1,0 +1,93 @@
+"""Who is online right now, as told by the broker itself (not by client wills).
+
+The plugin keeps a retained ``SessionSnapshot`` per user on ``plantnotify/sessions/{userId}``
+and a retained ``BrokerBoot`` on ``plantnotify/broker/boot``. Subscribing to both rebuilds the
+whole picture, after a restart of the bridge as after one of the broker:
+
+* a snapshot from another boot than the current one is stale: that user is offline;
+* until the bridge is *in sync* (connected, subscribed, and the retained replay read to its
+  end) every answer is "unknown" (``None``), never "offline" and never "online";
+* losing the broker connection forgets everything: the bridge does not keep believing users
+  are online on the strength of an old picture.
+
+Half-open TCP connections still count as live until the broker's keepalive expiry; the grace
+period of the push decision covers them. This object is confined to the bridge's loop thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from plantnotify.contracts.events import BrokerBoot, SessionSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    connections: int
+    users: int
+
+
+class SessionPicture:
+    def __init__(self) -> None:
+        self._boot: str | None = None
+        self._snapshots: dict[str, SessionSnapshot] = {}
+        self._synced = False
+
+    # --- what the bridge asks ---------------------------------------------------------------
+
+    @property
+    def known(self) -> bool:
+        return self._synced and self._boot is not None
+
+    @property
+    def boot_id(self) -> str | None:
+        return self._boot
+
+    def live(self, user_id: str) -> int | None:
+        """Live connections of ``user_id``; ``None`` while the picture is not known."""
+        if not self.known:
+            return None
+        snap = self._snapshots.get(user_id)
+        if snap is None or snap.boot_id != self._boot:
+            return 0
+        return snap.connections
+
+    def totals(self) -> Totals:
+        if not self.known:
+            return Totals(0, 0)
+        live = [
+            s.connections
+            for s in self._snapshots.values()
+            if s.boot_id == self._boot and s.connections > 0
+        ]
+        return Totals(sum(live), len(live))
+
+    # --- what the broker tells --------------------------------------------------------------
+
+    def reset(self) -> None:
+        """The connection to the broker is gone: nothing is known any more."""
+        self._boot = None
+        self._snapshots.clear()
+        self._synced = False
+
+    def mark_synced(self) -> None:
+        self._synced = True
+
+    def on_boot(self, boot: BrokerBoot) -> bool:
+        """True when this is a new boot (every earlier snapshot just became stale)."""
+        if boot.boot_id == self._boot:
+            return False
+        self._boot = boot.boot_id
+        return True
+
+    def on_snapshot(self, snap: SessionSnapshot) -> bool:
+        """Apply a snapshot; True when it shows the user going offline (live before, 0 now)."""
+        old = self._snapshots.get(snap.user_id)
+        if old is not None and old.boot_id == snap.boot_id and snap.seq <= old.seq:
+            return False  # a duplicate (QoS 1) or an older state
+        if old is not None and old.boot_id == self._boot and snap.boot_id != self._boot:
+            return False  # a stale boot's snapshot must not replace the current one
+        before = self.live(snap.user_id)
+        self._snapshots[snap.user_id] = snap
+        after = self.live(snap.user_id)
+        return bool(before) and after == 0

@@ -1,0 +1,464 @@
+"""The bridge's durable state in PostgreSQL: the only truth several bridges share.
+
+* ``push_decisions``: one row per terminal event the bridge has seen published, inserted with
+  ``ON CONFLICT DO NOTHING`` (MQTT and the catch-up sweep may both see it; so may two bridges).
+  Due rows are claimed with ``FOR UPDATE SKIP LOCKED``: one bridge decides each event.
+* ``push_receipts``: the first receipt for an event, accepted only from the event's owner.
+* ``push_deliveries``: unique per (event, device). A bridge leases a delivery before sending
+  (``status='sending'``, ``next_attempt_at`` = lease end) and reports with a fence on the attempt
+  number, so a delivery is never sent by two bridges at once.
+* ``push_attempts``: every attempt and what came of it.
+
+All times are passed in (``now``) so that the logic above the store stays testable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from bridge.decision import Action, Decision, DecisionInput, decide
+from bridge.retry import NextStep, Outcome
+from plantnotify.contracts.events import PUSHABLE_EVENTS
+from plantnotify.db.models import (
+    Device,
+    EventRow,
+    PushAttempt,
+    PushDecision,
+    PushDelivery,
+    PushReceipt,
+)
+from plantnotify.db.session import transaction
+
+log = logging.getLogger("plantnotify.bridge.store")
+
+TERMINAL_TYPES = tuple(str(t) for t in PUSHABLE_EVENTS)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRef:
+    event_id: str
+    user_id: str
+    analysis_id: str
+    type: str
+    published_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finalized:
+    """A decision that reached its final state in :meth:`Store.process_due`."""
+
+    event_id: str
+    user_id: str
+    state: str  # pushed | suppressed | no_devices | ignored
+    reason: str
+    published_at: datetime
+    devices: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery this bridge leased; report it with :meth:`Store.record_attempt`."""
+
+    delivery_id: int
+    event_id: str
+    user_id: str
+    device_token: str
+    platform: str
+    attempt: int
+    created_at: datetime
+    payload: dict[str, Any]
+    published_at: datetime | None
+    lost_previous: bool  # the previous lease ran out without a report (a bridge died)
+
+
+class ReceiptResult(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    FOREIGN = "foreign"  # no such event, or it belongs to another user
+
+
+class Store:
+    def __init__(self, factory: sessionmaker[Session], instance: str) -> None:
+        self._factory = factory
+        self.instance = instance
+
+    # --- intake -----------------------------------------------------------------------------
+
+    def event(self, event_id: str) -> EventRef | None:
+        with self._factory() as s:
+            row = s.execute(
+                select(
+                    EventRow.id,
+                    EventRow.user_id,
+                    EventRow.analysis_id,
+                    EventRow.type,
+                    EventRow.published_at,
+                ).where(EventRow.id == event_id)
+            ).first()
+        return EventRef(*row) if row else None
+
+    def unseen_published(self, since: datetime, limit: int = 500) -> list[EventRef]:
+        """Terminal events published since ``since`` that no bridge has taken in yet."""
+        q = (
+            select(
+                EventRow.id,
+                EventRow.user_id,
+                EventRow.analysis_id,
+                EventRow.type,
+                EventRow.published_at,
+            )
+            .where(
+                EventRow.published_at.is_not(None),
+                EventRow.published_at > since,
+                EventRow.type.in_(TERMINAL_TYPES),
+                ~select(PushDecision.event_id).where(PushDecision.event_id == EventRow.id).exists(),
+            )
+            .order_by(EventRow.published_at)
+            .limit(limit)
+        )
+        with self._factory() as s:
+            return [EventRef(*row) for row in s.execute(q).all()]
+
+    def create_decision(
+        self,
+        ref: EventRef,
+        *,
+        published_at: datetime,
+        live_at_publish: int | None,
+        due_at: datetime,
+    ) -> bool:
+        """Record that ``ref`` was seen published; False when another path/bridge was first."""
+        stmt = (
+            insert(PushDecision)
+            .values(
+                event_id=ref.event_id,
+                user_id=ref.user_id,
+                analysis_id=ref.analysis_id,
+                event_type=ref.type,
+                published_at=published_at,
+                live_at_publish=live_at_publish,
+                due_at=due_at,
+                state="pending",
+            )
+            .on_conflict_do_nothing(index_elements=[PushDecision.event_id])
+        )
+        with transaction(self._factory) as s:
+            return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+
+    # --- receipts and session changes ---------------------------------------------------------
+
+    def record_receipt(self, user_id: str, event_id: str, now: datetime) -> ReceiptResult:
+        with transaction(self._factory) as s:
+            owner = s.execute(select(EventRow.user_id).where(EventRow.id == event_id)).scalar()
+            if owner is None or owner != user_id:
+                return ReceiptResult.FOREIGN
+            added = s.execute(
+                insert(PushReceipt)
+                .values(event_id=event_id, user_id=user_id, received_at=now)
+                .on_conflict_do_nothing(index_elements=[PushReceipt.event_id])
+            ).rowcount  # type: ignore[attr-defined]
+            # Make a pending decision due now, so it is settled (suppressed) at once.
+            s.execute(
+                update(PushDecision)
+                .where(PushDecision.event_id == event_id, PushDecision.state == "pending")
+                .values(due_at=now)
+            )
+        return ReceiptResult.ACCEPTED if added else ReceiptResult.DUPLICATE
+
+    def expedite(self, user_ids: Sequence[str], now: datetime) -> int:
+        """Make the users' pending decisions due now (they went offline without a receipt)."""
+        if not user_ids:
+            return 0
+        with transaction(self._factory) as s:
+            return int(
+                s.execute(
+                    update(PushDecision)
+                    .where(
+                        PushDecision.user_id.in_(list(user_ids)),
+                        PushDecision.state == "pending",
+                        PushDecision.due_at > now,
+                    )
+                    .values(due_at=now)
+                ).rowcount  # type: ignore[attr-defined]
+            )
+
+    def pending_users(self) -> list[str]:
+        with self._factory() as s:
+            return list(
+                s.execute(
+                    select(PushDecision.user_id).where(PushDecision.state == "pending").distinct()
+                ).scalars()
+            )
+
+    # --- deciding -------------------------------------------------------------------------------
+
+    def process_due(
+        self,
+        now: datetime,
+        grace: timedelta,
+        live_now: Callable[[str], int | None],
+        limit: int = 200,
+    ) -> list[Finalized]:
+        """Decide every due pending decision (that no other bridge holds) in one transaction."""
+        out: list[Finalized] = []
+        with transaction(self._factory) as s:
+            rows = s.execute(
+                select(PushDecision)
+                .where(PushDecision.state == "pending", PushDecision.due_at <= now)
+                .order_by(PushDecision.due_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+            decisions = list(rows)
+            if not decisions:
+                return out
+            ids = [d.event_id for d in decisions]
+            users = sorted({d.user_id for d in decisions})
+            receipts = dict(
+                s.execute(
+                    select(PushReceipt.event_id, PushReceipt.received_at).where(
+                        PushReceipt.event_id.in_(ids)
+                    )
+                ).all()
+            )
+            devices: dict[str, list[tuple[str, str]]] = {}
+            for token, platform, uid in s.execute(
+                select(Device.token, Device.platform, Device.user_id)
+                .where(Device.user_id.in_(users))
+                .order_by(Device.created_at)
+            ):
+                devices.setdefault(uid, []).append((token, platform))
+            pushed: dict[str, set[str]] = {}
+            for eid, token in s.execute(
+                select(PushDelivery.event_id, PushDelivery.device_token).where(
+                    PushDelivery.event_id.in_(ids)
+                )
+            ):
+                pushed.setdefault(eid, set()).add(token)
+
+            new_deliveries: list[dict[str, Any]] = []
+            for d in decisions:
+                user_devices = devices.get(d.user_id, [])
+                decision: Decision = decide(
+                    DecisionInput(
+                        event_type=d.event_type,
+                        published_at=d.published_at,
+                        now=now,
+                        grace=grace,
+                        live_at_publish=d.live_at_publish,
+                        live_now=live_now(d.user_id),
+                        receipt_seen=d.event_id in receipts,
+                        devices=tuple(t for t, _ in user_devices),
+                        already_pushed=frozenset(pushed.get(d.event_id, ())),
+                    )
+                )
+                if decision.action is Action.WAIT:
+                    d.due_at = decision.until or now
+                    continue
+                platforms = dict(user_devices)
+                if decision.action is Action.PUSH:
+                    state = "pushed" if decision.devices else "no_devices"
+                    for token in decision.devices:
+                        new_deliveries.append(
+                            {
+                                "event_id": d.event_id,
+                                "user_id": d.user_id,
+                                "device_token": token,
+                                "platform": platforms[token],
+                                "status": "pending",
+                                "next_attempt_at": now,
+                            }
+                        )
+                elif decision.action is Action.SUPPRESS:
+                    state = "suppressed"
+                    d.receipt_at = receipts.get(d.event_id)
+                else:
+                    state = "ignored"
+                d.state = state
+                d.reason = str(decision.reason)
+                d.decided_at = now
+                d.decided_by = self.instance
+                out.append(
+                    Finalized(
+                        d.event_id,
+                        d.user_id,
+                        state,
+                        str(decision.reason),
+                        d.published_at,
+                        len(decision.devices),
+                    )
+                )
+            s.flush()
+            if new_deliveries:
+                s.execute(
+                    insert(PushDelivery)
+                    .values(new_deliveries)
+                    .on_conflict_do_nothing(constraint="uq_push_deliveries_event_device")
+                )
+        return out
+
+    # --- delivering -----------------------------------------------------------------------------
+
+    def claim_deliveries(self, now: datetime, lease: timedelta, limit: int) -> list[Claim]:
+        if limit <= 0:
+            return []
+        due = (
+            select(PushDelivery.id, PushDelivery.status.label("old_status"))
+            .where(
+                PushDelivery.status.in_(("pending", "sending")), PushDelivery.next_attempt_at <= now
+            )
+            .order_by(PushDelivery.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .cte("due")
+        )
+        stmt = (
+            update(PushDelivery)
+            .where(PushDelivery.id == due.c.id)
+            .values(
+                status="sending",
+                attempts=PushDelivery.attempts + 1,
+                next_attempt_at=now + lease,
+                updated_at=now,
+            )
+            .returning(
+                PushDelivery.id,
+                PushDelivery.event_id,
+                PushDelivery.user_id,
+                PushDelivery.device_token,
+                PushDelivery.platform,
+                PushDelivery.attempts,
+                PushDelivery.created_at,
+                due.c.old_status,
+            )
+        )
+        with transaction(self._factory) as s:
+            rows = s.execute(stmt).all()
+            if not rows:
+                return []
+            events = {
+                eid: (payload, published)
+                for eid, payload, published in s.execute(
+                    select(EventRow.id, EventRow.payload, PushDecision.published_at)
+                    .join(PushDecision, PushDecision.event_id == EventRow.id)
+                    .where(EventRow.id.in_({r.event_id for r in rows}))
+                )
+            }
+            claims = []
+            for r in rows:
+                payload, published = events[r.event_id]
+                lost = r.old_status == "sending"
+                if lost:
+                    # The previous holder's lease ran out without a report: it died mid-send.
+                    # Whether FCM got that attempt is unknown; record it as such.
+                    s.add(
+                        PushAttempt(
+                            delivery_id=r.id,
+                            attempt=r.attempts - 1,
+                            started_at=now,
+                            finished_at=now,
+                            outcome="unknown",
+                            detail="lease expired without a report (bridge stopped mid-send?)",
+                            bridge=self.instance,
+                        )
+                    )
+                claims.append(
+                    Claim(
+                        delivery_id=r.id,
+                        event_id=r.event_id,
+                        user_id=r.user_id,
+                        device_token=r.device_token,
+                        platform=r.platform,
+                        attempt=r.attempts,
+                        created_at=r.created_at,
+                        payload=payload,
+                        published_at=published,
+                        lost_previous=lost,
+                    )
+                )
+        return claims
+
+    def record_attempt(
+        self,
+        claim: Claim,
+        *,
+        outcome: Outcome,
+        step: NextStep,
+        started: datetime,
+        finished: datetime,
+        http_status: int | None = None,
+        error_code: str | None = None,
+        detail: str | None = None,
+        retry_after: float | None = None,
+        message_id: str | None = None,
+    ) -> bool:
+        """Store the attempt and the delivery's new state; False if our lease had been lost."""
+        terminal = step.retry_in is None
+        next_at = finished + timedelta(seconds=step.retry_in or 0)
+        values: dict[str, Any] = {
+            "status": step.status,
+            "next_attempt_at": next_at,
+            "updated_at": finished,
+            "last_error": (f"{error_code}: {detail}" if error_code else detail or None),
+        }
+        if values["last_error"]:
+            values["last_error"] = values["last_error"][:300]
+        if message_id:
+            values["fcm_message_id"] = message_id
+            values["last_error"] = None
+        if terminal:
+            values["finished_at"] = finished
+        with transaction(self._factory) as s:
+            s.add(
+                PushAttempt(
+                    delivery_id=claim.delivery_id,
+                    attempt=claim.attempt,
+                    started_at=started,
+                    finished_at=finished,
+                    outcome=str(outcome),
+                    http_status=http_status,
+                    error_code=error_code,
+                    detail=(detail or None) and detail[:300],
+                    retry_after=retry_after,
+                    bridge=self.instance,
+                )
+            )
+            owned = s.execute(
+                update(PushDelivery)
+                .where(
+                    PushDelivery.id == claim.delivery_id,
+                    PushDelivery.status == "sending",
+                    PushDelivery.attempts == claim.attempt,
+                )
+                .values(**values)
+            ).rowcount  # type: ignore[attr-defined]
+            if outcome is Outcome.DEVICE_GONE:
+                s.execute(
+                    delete(Device).where(
+                        and_(Device.token == claim.device_token, Device.user_id == claim.user_id)
+                    )
+                )
+        return bool(owned)
+
+    def next_due(self) -> datetime | None:
+        """The earliest time anything pending (a decision or a delivery) falls due."""
+        with self._factory() as s:
+            a = s.execute(
+                select(func.min(PushDecision.due_at)).where(PushDecision.state == "pending")
+            ).scalar()
+            b = s.execute(
+                select(func.min(PushDelivery.next_attempt_at)).where(
+                    PushDelivery.status.in_(("pending", "sending"))
+                )
+            ).scalar()
+        times = [t for t in (a, b) if t is not None]
+        return min(times) if times else None

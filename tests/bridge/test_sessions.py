@@ -1,0 +1,67 @@
+"""The session picture: unknown until in sync, stale boots are offline, forgotten on loss."""
+
+from __future__ import annotations
+
+from bridge.sessions import SessionPicture
+from plantnotify.contracts.events import BrokerBoot, SessionSnapshot
+
+
+def snap(user: str, boot: str, n: int, seq: int) -> SessionSnapshot:
+    return SessionSnapshot(user_id=user, boot_id=boot, connections=n, seq=seq)
+
+
+def synced(boot: str = "b1") -> SessionPicture:
+    p = SessionPicture()
+    p.on_boot(BrokerBoot(boot_id=boot, started_at=0))
+    p.mark_synced()
+    return p
+
+
+def test_unknown_until_in_sync_and_boot_known() -> None:
+    p = SessionPicture()
+    p.on_snapshot(snap("u", "b1", 1, 1))
+    assert p.live("u") is None and not p.known
+    p.mark_synced()
+    assert p.live("u") is None  # no boot yet
+    p.on_boot(BrokerBoot(boot_id="b1", started_at=0))
+    assert p.live("u") == 1 and p.live("nobody") == 0
+
+
+def test_snapshot_of_an_older_boot_is_offline() -> None:
+    p = synced("b2")
+    p.on_snapshot(snap("u", "b1", 3, 9))
+    assert p.live("u") == 0
+    assert p.totals().connections == 0
+
+
+def test_duplicates_and_reordered_snapshots_are_ignored() -> None:
+    p = synced()
+    assert p.on_snapshot(snap("u", "b1", 2, 5)) is False
+    assert p.on_snapshot(snap("u", "b1", 0, 4)) is False  # older seq
+    assert p.live("u") == 2
+    assert p.on_snapshot(snap("u", "b1", 0, 6)) is True  # went offline
+    assert p.on_snapshot(snap("u", "b1", 0, 6)) is False  # QoS 1 duplicate
+
+
+def test_a_stale_boot_never_replaces_the_current_one() -> None:
+    p = synced("b2")
+    p.on_snapshot(snap("u", "b2", 1, 1))
+    p.on_snapshot(snap("u", "b1", 0, 50))
+    assert p.live("u") == 1
+
+
+def test_new_boot_makes_everyone_offline_until_new_snapshots() -> None:
+    p = synced("b1")
+    p.on_snapshot(snap("u", "b1", 1, 1))
+    assert p.on_boot(BrokerBoot(boot_id="b2", started_at=1)) is True
+    assert p.live("u") == 0
+    p.on_snapshot(snap("u", "b2", 1, 1))
+    assert p.live("u") == 1
+    assert p.totals().connections == 1 and p.totals().users == 1
+
+
+def test_reset_forgets_everything() -> None:
+    p = synced()
+    p.on_snapshot(snap("u", "b1", 1, 1))
+    p.reset()
+    assert p.live("u") is None and p.boot_id is None and p.totals().users == 0
