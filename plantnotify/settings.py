@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(16, ge=1, description="Analyses run at once per worker.")
     standin_port: int = Field(8100, description="Port of the N8N stand-in.")
     standin_delay_seconds: float = Field(3.0, ge=0, description="Stand-in's simulated work.")
+    standin_host: str = Field(
+        "127.0.0.1", description="Address the N8N stand-in binds to (`0.0.0.0` in containers)."
+    )
     worker_lease_seconds: float = Field(
         60.0, gt=0, description="Lease on an analysis being worked on; renewed every third."
     )
@@ -187,6 +190,9 @@ class Settings(BaseSettings):
     )
     metrics_port_worker: int = Field(9101, description="Prometheus port of the worker.")
     metrics_port_bridge: int = Field(9102, description="Prometheus port of the bridge.")
+    metrics_port_broker: int = Field(
+        9103, description="Prometheus port of `plantnotify broker` (CONNECT outcomes); 0: off."
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="Address the worker's and bridge's metrics endpoints bind to."
     )

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                 settings.startup_timeout_seconds,
             )
             return 1
-        metrics.serve(settings.metrics_port_worker)
+        metrics.serve(settings.metrics_port_worker, settings.metrics_host)
         log.info("worker ready", extra={"owner": worker.owner})
         while not stop.wait(1.0):
             pass

@@ -150,6 +150,7 @@ def make_server(host: str, port: int, delay: float) -> ThreadingHTTPServer:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="default STANDIN_HOST (127.0.0.1)")
     parser.add_argument("--port", type=int, help="default STANDIN_PORT")
     parser.add_argument("--delay", type=float, help="default STANDIN_DELAY_SECONDS")
 
@@ -159,10 +160,11 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(settings, service="n8n-standin")
     port = args.port if args.port is not None else settings.standin_port
     delay = args.delay if args.delay is not None else settings.standin_delay_seconds
+    host = args.host or settings.standin_host
     try:
-        server = make_server("127.0.0.1", port, delay)
+        server = make_server(host, port, delay)
     except OSError as exc:
-        log.error("cannot listen on 127.0.0.1:%d: %s (set STANDIN_PORT)", port, exc.strerror)
+        log.error("cannot listen on %s:%d: %s (set STANDIN_PORT)", host, port, exc.strerror)
         return 1
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -171,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info(
-        "N8N stand-in on http://127.0.0.1:%d%s (delay %.1fs)",
+        "N8N stand-in on http://%s:%d%s (delay %.1fs)",
+        host,
         server.server_address[1],
         STANDIN_WEBHOOK_PATH,
         delay,
