@@ -5,9 +5,10 @@
 1. **Outbox throughput**: N Completed events committed in PostgreSQL, then the outbox publisher
    started; time until every row is marked published (PUBACK seen). Baseline in the same run:
    the same N retained QoS-1 publishes straight from one MqttClient (no database).
-2. **N8N answer -> event on a subscriber**: ``--analyses`` jobs through RabbitMQ and an
-   in-process worker; a fake N8N records when it sent each 200 and a user's subscriber when
-   the AnalysisCompleted arrived. Baseline: publish -> receive on the same broker, no worker.
+2. **N8N answer -> event on a subscriber**: ``--analyses`` jobs through RabbitMQ and a
+   ``plantnotify worker`` process; a fake N8N records when it sent each 200 and a user's
+   subscriber when the AnalysisCompleted arrived. Baseline: publish -> receive on the same
+   broker, no worker.
 
 Uses its own PostgreSQL database, RabbitMQ vhost and Mosquitto (free ports); removes them after.
 """
@@ -44,6 +45,7 @@ from tests.support.worker import (  # noqa: E402
     Subscriber,
     make_analysis,
     sessions_for,
+    settings_env,
     with_overrides,
 )
 from worker.outbox import OutboxPublisher  # noqa: E402
@@ -211,8 +213,8 @@ def baseline_latency(settings: Settings, samples: int) -> list[float]:
 
 
 def delivery_latency(settings: Settings, analyses: int) -> None:
-    from worker.service import Worker
-
+    """The worker runs as its own process (``plantnotify worker``), as in production; the fake
+    N8N, the job publisher and the subscriber share this one."""
     fake = FakeN8n().start()
     fake.default = "slow:0.05"
     worker_settings = with_overrides(
@@ -221,9 +223,22 @@ def delivery_latency(settings: Settings, analyses: int) -> None:
         n8n_timeout_seconds=10,
         worker_concurrency=16,
         outbox_sweep_seconds=1.0,
+        metrics_port_worker=free_port(),
     )
-    worker = Worker(worker_settings).start()
-    assert worker.wait_ready(20)
+    log_path = Path(tempfile.mkstemp(prefix="plantnotify-bench-worker-", suffix=".log")[1])
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "plantnotify.cli", "worker"],
+            env=settings_env(worker_settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    deadline = time.monotonic() + 60
+    while "worker ready" not in log_path.read_text():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not start:\n{log_path.read_text()[-2000:]}")
+        time.sleep(0.1)
     queues = Queues(settings.rabbitmq_url)
     uid = "u-bench-latency"
     received: dict[str, float] = {}
@@ -249,7 +264,8 @@ def delivery_latency(settings: Settings, analyses: int) -> None:
         deadline = time.monotonic() + 120
         while len(received) < len(ids) and time.monotonic() < deadline:
             time.sleep(0.05)
-    worker.stop()
+    worker.terminate()
+    worker.wait(30)
     fake.stop()
     latencies = [received[a] - fake.answered_at[a] for a in ids if a in received]
     base = baseline_latency(settings, analyses)
