@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             max_age=600,
         )
+    app.add_middleware(BodyLimitMiddleware, exempt={f"{API_PREFIX}/plantanalyses/async"})
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(health.router)
