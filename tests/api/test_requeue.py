@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, delete, select
 from sqlalchemy.engine import Engine
 
 from api.requeue import requeue_unqueued
@@ -84,3 +84,8 @@ def test_sweep_queues_only_stale_unconfirmed_uploads(
     finally:
         publisher.close()
         db.dispose()
+        # leave no unqueued Processing rows behind for the session app's own sweep to publish
+        with engine.begin() as conn:
+            conn.execute(
+                delete(Analysis).where(Analysis.id.in_([orphan, in_flight, queued, failed]))
+            )
