@@ -5,7 +5,7 @@ between its commit and the publisher confirm); the API's requeue sweep publishes
 exist already were queued (or failed) long ago: they get queued_at = created_at.
 
 Revision ID: api01
-Revises: bridge01
+Revises: worker01
 Create Date: 2026-11-29 11:30:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "api01"
-down_revision = "bridge01"
+down_revision = "worker01"
 branch_labels = None
 depends_on = None
 
