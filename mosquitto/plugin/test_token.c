@@ -829,6 +829,15 @@ static void test_sessions(void)
 	/* overlapping ids: "u1-a" is also a valid client id for a user named "u1-a" */
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a") == 1);
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1", "u1-a") == 0);
+	/* ... and "u1-a-b" for users "u1", "u1-a" and "u1-a-b": each candidate owner is checked
+	 * (a service record here, so no snapshot is due and the flushes below are unchanged) */
+	CHECK(pn_sessions_add(s, &c2, "u1-a", "u1-a-b", 300, 1) == 0);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1", "u1-a-b") == 1);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a-b", "u1-a-b") == 1);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a-b") == 0);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1", "u1-a-c") == 0);
+	CHECK(pn_sessions_remove(s, &c2) == 1);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1", "u1-a-b") == 0);
 
 	/* expiry */
 	CHECK(pn_sessions_expired(s, 150, 0, exp, 4) == 0);
