@@ -46,6 +46,7 @@ def hold_connections(
             first=first,
             count=count,
             concurrency=concurrency,
+            source_ip=ctx.source_ip(),
             **credentials,
         )
         first += count

@@ -32,6 +32,7 @@ class BenchContext:
     audience: str = DEFAULT_MQTT_AUDIENCE
     _cleanups: list[Callable[[], None]] = field(default_factory=list)  # end of the scenario
     _finals: list[Callable[[], None]] = field(default_factory=list)  # end of the run
+    _source_ips: int = 0
     _database: Future[str] | None = None
     _vhost: Future[str] | None = None
 
@@ -50,6 +51,12 @@ class BenchContext:
         agent = Agent(f"plantnotify.bench.agents.{module}", name, self.log_dir, env=env)
         self.on_close(agent.close)
         return agent
+
+    def source_ip(self) -> str:
+        """A loopback address no client of this run has used yet (see LeanClient.start)."""
+        n = self._source_ips
+        self._source_ips += 1
+        return f"127.1.{n // 250}.{n % 250 + 1}"
 
     def scratch(self, name: str) -> Path:
         path = self.work_dir / name

@@ -42,13 +42,19 @@ def _credentials(args: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 async def _open_one(
-    host: str, port: int, user: str, password: str, keepalive: int, limit: float
+    host: str,
+    port: int,
+    user: str,
+    password: str,
+    keepalive: int,
+    limit: float,
+    source_ip: str | None,
 ) -> tuple[str, float]:
     t0 = time.monotonic()
     client = LeanClient(_loop, host=host, port=port, protocol=4)
     try:
         async with asyncio.timeout(limit):
-            await client.start(user, user, password, keepalive=keepalive)
+            await client.start(user, user, password, keepalive=keepalive, source_ip=source_ip)
     except ConnectionRefusedError as exc:
         client.close()
         return f"refused: {str(exc).rsplit(': ', 1)[-1]}", 0.0
@@ -63,11 +69,12 @@ async def _open(args: dict[str, Any], creds: list[tuple[str, str]]) -> dict[str,
     host, port = args.get("host", "127.0.0.1"), int(args["port"])
     keepalive = int(args.get("keepalive", 900))
     timeout = float(args.get("connect_timeout", 30))
+    source_ip = args.get("source_ip")
     sem = asyncio.Semaphore(int(args.get("concurrency", 64)))
 
     async def guarded(user: str, password: str) -> tuple[str, float]:
         async with sem:
-            return await _open_one(host, port, user, password, keepalive, timeout)
+            return await _open_one(host, port, user, password, keepalive, timeout, source_ip)
 
     cpu0 = time.process_time()
     start_ns = time.monotonic_ns()
