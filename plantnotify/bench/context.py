@@ -33,6 +33,7 @@ class BenchContext:
     _cleanups: list[Callable[[], None]] = field(default_factory=list)  # end of the scenario
     _finals: list[Callable[[], None]] = field(default_factory=list)  # end of the run
     _source_ips: int = 0
+    _holders: list[Agent] = field(default_factory=list)
     _database: Future[str] | None = None
     _vhost: Future[str] | None = None
 
@@ -51,6 +52,13 @@ class BenchContext:
         agent = Agent(f"plantnotify.bench.agents.{module}", name, self.log_dir, env=env)
         self.on_close(agent.close)
         return agent
+
+    def holders(self, n: int) -> list[Agent]:
+        """``n`` connection agents, kept for the whole scenario: starting one costs seconds."""
+        while len(self._holders) < n:
+            agent = self.agent("holder", f"holder{len(self._holders)}")
+            self._holders.append(agent)
+        return self._holders[:n]
 
     def source_ip(self) -> str:
         """A loopback address no client of this run has used yet (see LeanClient.start)."""
@@ -111,6 +119,7 @@ class BenchContext:
 
     def end_scenario(self) -> None:
         _run_all(self._cleanups)
+        self._holders.clear()
 
     def close(self) -> None:
         _run_all(self._cleanups)

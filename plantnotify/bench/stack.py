@@ -46,11 +46,17 @@ def start_mosquitto_variant(
     *,
     password_file: Path | None = None,
     plugin_options: dict[str, str | None] | None = None,
+    **settings_overrides: Any,
 ) -> RunningBroker:
     data_dir = ctx.scratch(name)
     port, ws_port = free_port(), free_port()
     settings = bench_settings(
-        ctx, mqtt_host="127.0.0.1", mqtt_port=port, mqtt_ws_port=ws_port, mqtt_data_dir=data_dir
+        ctx,
+        mqtt_host="127.0.0.1",
+        mqtt_port=port,
+        mqtt_ws_port=ws_port,
+        mqtt_data_dir=data_dir,
+        **settings_overrides,
     )
     layout = BrokerLayout(
         port=port,
