@@ -29,6 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fcm-emulator": ("bridge.emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
     "config": ("plantnotify.configdoc", "check the configuration; --markdown prints its table"),
     "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
+    "worker": ("worker.main", "run the analysis worker (RabbitMQ -> N8N -> PostgreSQL -> MQTT)"),
+    "n8n-standin": ("worker.standin", "run the local stand-in for the N8N analysis webhook"),
+    "up": ("plantnotify.devstack", "run the whole local stack in the foreground"),
 }
 
 

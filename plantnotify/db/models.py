@@ -217,3 +217,13 @@ Index(
         "published_at IS NOT NULL AND type IN ('AnalysisCompleted', 'AnalysisFailed')"
     ),
 )
+
+
+class OutboxState(Base):
+    """Small key/value state of the outbox publisher (e.g. the broker boot it rebuilt for)."""
+
+    __tablename__ = "outbox_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
