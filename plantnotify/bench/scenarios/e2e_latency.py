@@ -40,7 +40,7 @@ USERS = [f"e2e{i}" for i in range(20)]
 
 
 def steps(quick: bool) -> int:
-    return 4 + len(QUICK_RATES if quick else FULL_RATES)
+    return 6 + len(QUICK_RATES if quick else FULL_RATES)
 
 
 def _devices(ctx: BenchContext, broker: Any, transport: str) -> Agent:
@@ -63,6 +63,17 @@ def _devices(ctx: BenchContext, broker: Any, transport: str) -> Agent:
         ],
     )
     return agent
+
+
+def _rates(devices: dict[str, Agent], start_ns: int, count: int) -> dict[str, Any]:
+    """Events per second from ``start_ns`` to the last arrival, per transport."""
+    out: dict[str, Any] = {}
+    for transport, agent in devices.items():
+        got = agent.call("collect", timeout=300, expect=count, wait=240)["received"]
+        span = (max(got.values()) - start_ns) / 1e9 if got else 0
+        out[transport] = round(len(got) / span, 1) if span > 0 else None
+        out[f"{transport}_received"] = len(got)
+    return out
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
@@ -145,6 +156,33 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     result.series["steps"] = table
     result.metrics["sustained_events_per_s"] = sustained
     result.metrics["broke_at_events_per_s"] = broke_at
+
+    # Capacity without the commit pacing (absorbed from the worker's bench/outbox.py): a
+    # backlog committed in one transaction, drained by the worker's outbox to the devices;
+    # and, as its ceiling, the same events straight from one MqttClient with no database.
+    backlog = ctx.pick(500, 20000)
+    ctx.step(f"outbox drain of a {backlog}-event backlog")
+    committer.call("prepare", timeout=300, users=USERS, prefix="backlog-", count=backlog)
+    bulk = committer.call("bulk", timeout=300, prefix="backlog-")
+    drain = _rates(devices, bulk["committed_ns"], backlog)
+    ctx.step("baseline: the same events from one MqttClient, no database")
+    signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
+    direct_agent = ctx.agent("publisher", "e2e-direct-mqttclient")
+    direct = direct_agent.call(
+        "blast_mqttclient",
+        timeout=600,
+        port=broker.port,
+        client_id="bench-direct",
+        username="bench-direct",
+        password=mint_mqtt_token(signer, "bench-direct", 3600, service=True),
+        users=USERS,
+        key_prefix="direct-",
+        count=backlog,
+    )
+    ceiling = _rates(devices, direct["start_ns"], backlog)
+    result.series["capacity"] = {"backlog": backlog, "outbox_drain": drain, "direct": ceiling}
+    result.metrics["outbox_drain_events_per_s"] = drain["tcp"]
+    result.metrics["direct_mqttclient_events_per_s"] = ceiling["tcp"]
     result.notes.append(
         f"{len(USERS)} users, one MQTT/TCP and one WebSocket device each (lean clients, MQTT 5), "
         f"{seconds:.0f} s per rate, committer with 8 PostgreSQL connections; one worker process "
