@@ -23,12 +23,10 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from plantnotify.bench.brokers import start_broker
 from plantnotify.bench.context import BenchContext
 from plantnotify.bench.plots import figure, save
-from plantnotify.bench.procs import free_port
 from plantnotify.bench.results import ScenarioResult
-from plantnotify.bench.stack import bench_settings, start_service
+from plantnotify.bench.stack import our_stack, start_service
 from plantnotify.bench.stats import summarize
 from plantnotify.db.session import make_engine
 
@@ -90,25 +88,14 @@ def _decided_at(database_url: str, prefix: str) -> dict[str, float]:
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
-    steady_rate, steady_seconds = ctx.pick((50, 2.0), (50, 20.0))
-    burst = ctx.pick(200, 2000)
-    ctx.step("database, vhost, broker")
-    database_url = ctx.database_url()
-    rabbitmq_url = ctx.rabbitmq_url()
-    broker = start_broker(ctx, "plugin", "fallback-broker")
-    fcm_port, worker_metrics, bridge_metrics = free_port(), free_port(), free_port()
-    settings = bench_settings(
-        ctx,
-        database_url=database_url,
-        rabbitmq_url=rabbitmq_url,
-        mqtt_host="127.0.0.1",
-        mqtt_port=broker.port,
-        mqtt_ws_port=broker.ws_port,
-        fcm_emulator_port=fcm_port,
-        metrics_port_worker=worker_metrics,
-        metrics_port_bridge=bridge_metrics,
-    )
-    ctx.step("starting fcm-emulator, worker, bridge")
+    steady_rate, steady_seconds = ctx.pick((20, 1.0), (50, 20.0))
+    burst = ctx.pick(60, 2000)
+    ctx.step("database, vhost, broker, worker")
+    stack = our_stack(ctx)
+    settings = stack.settings
+    database_url = settings.database_url
+    fcm_port, bridge_metrics = settings.fcm_emulator_port, settings.metrics_port_bridge
+    ctx.step("starting fcm-emulator and bridge")
     emulator = f"http://127.0.0.1:{fcm_port}"
     # Started together (each spends seconds importing), then waited for.
     services = [
@@ -121,14 +108,11 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             wait=False,
         ),
         start_service(
-            ctx, "fallback-worker", ["worker"], settings, ready_port=worker_metrics, wait=False
-        ),
-        start_service(
             ctx, "fallback-bridge", ["bridge"], settings, ready_port=bridge_metrics, wait=False
         ),
     ]
     committer = ctx.agent("committer", "fallback-committer")
-    for service in services:
+    for service in [*services, stack.worker]:
         service.wait_ready()
     engine = make_engine(database_url, pool_size=1)
     with engine.begin() as conn:
@@ -145,13 +129,13 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         return committer.call("run", timeout=count / rate * 10 + 120, prefix=prefix, rate=rate)
 
     ctx.step("warm-up")
-    commit("warm-", 20, 20)
+    commit("fb-warm-", 20, 20)
     _pushes(emulator, 20, 30)
     httpx.delete(f"{emulator}/messages", timeout=10)
 
     ctx.step(f"{steady_rate} offline events/s for {steady_seconds:.0f} s")
     count = int(steady_rate * steady_seconds)
-    answer = commit("steady-", steady_rate, count)
+    answer = commit("fb-steady-", steady_rate, count)
     pushes = _pushes(emulator, count, 60)
     latency_ms = [
         (pushes[aid] * 1e9 - t) / 1e6
@@ -159,7 +143,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         if aid in pushes
     ]
     steady = {**summarize(latency_ms), "missing": count - len(latency_ms)}
-    decided = _decided_at(database_url, "steady-")
+    decided = _decided_at(database_url, "fb-steady-")
     decision_ms = [
         (decided[aid] * 1e9 - t) / 1e6
         for aid, t in answer["committed_wall"].items()
@@ -169,7 +153,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     httpx.delete(f"{emulator}/messages", timeout=10)
 
     ctx.step(f"burst of {burst} offline events")
-    answer = commit("burst-", 5000, burst)
+    answer = commit("fb-burst-", 5000, burst)
     pushes = _pushes(emulator, burst, 300)
     arrivals = sorted(pushes.values())
     first_commit = min(answer["committed_wall"].values()) / 1e9
