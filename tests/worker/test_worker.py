@@ -37,6 +37,14 @@ def test_a_job_flows_to_the_users_devices_as_progress_then_completed(
     subscriber: OpenSubscriber,
     fake_n8n: FakeN8n,
 ) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    published_before = sample("plantnotify_outbox_events_published_total")
+    calls_before = sample("plantnotify_n8n_request_seconds_count")
+    completed_before = sample("plantnotify_worker_jobs_total", outcome="completed")
     start_worker()
     aid, uid = make_analysis(worker_settings, crop_type="tomato")
     live = subscriber(uid)
@@ -94,6 +102,11 @@ def test_a_job_flows_to_the_users_devices_as_progress_then_completed(
     assert retained["eventId"] == completed["eventId"]
     assert later.messages[-1].retain is True
     assert queues.depth() == 0
+    # The metrics saw it too.
+    assert sample("plantnotify_outbox_events_published_total") >= published_before + 3
+    assert sample("plantnotify_n8n_request_seconds_count") == calls_before + 1
+    assert sample("plantnotify_worker_jobs_total", outcome="completed") == completed_before + 1
+    assert sample("plantnotify_worker_jobs_in_flight") == 0
 
 
 def test_n8n_misbehaving_ends_in_the_right_outcome(
@@ -384,3 +397,39 @@ def test_a_graceful_stop_hands_a_running_job_back_for_another_worker(
     assert row.status == AnalysisStatus.COMPLETED
     assert len(fake_n8n.calls_for(aid)) == 2
     assert row.attempts == 1  # the hand-back was not counted as a crash
+
+
+def test_a_lost_rabbitmq_connection_is_reopened_and_the_running_job_not_run_twice(
+    worker_settings: Settings,
+    queues: Queues,
+    start_worker: StartWorker,
+    fake_n8n: FakeN8n,
+) -> None:
+    import subprocess
+    from urllib.parse import unquote, urlsplit
+
+    worker = start_worker(n8n_timeout_seconds=10)
+    aid, uid = make_analysis(worker_settings)
+    fake_n8n.plan(aid, "slow:3")
+    queues.publish_job(aid, uid)
+    fake_n8n.wait_call(aid)
+    vhost = unquote(urlsplit(worker_settings.rabbitmq_url).path[1:])
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "test: connection lost"],
+        check=True,
+        capture_output=True,
+    )
+    # RabbitMQ hands the unacked job out again at once; the worker reconnects, gets it, and
+    # waits for its own running job instead of starting a second N8N call.
+    row = wait_status(worker_settings, aid, timeout=15)
+    assert row.status == AnalysisStatus.COMPLETED
+    assert worker.consumer.wait_connected(10)
+    deadline = time.monotonic() + 10
+    while queues.depth() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert queues.depth() == 0
+    assert len(fake_n8n.calls_for(aid)) == 1
+    # And it keeps consuming.
+    later, _ = make_analysis(worker_settings, uid)
+    queues.publish_job(later, uid)
+    assert wait_status(worker_settings, later).status == AnalysisStatus.COMPLETED
