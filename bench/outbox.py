@@ -11,6 +11,10 @@
    broker, no worker.
 
 Uses its own PostgreSQL database, RabbitMQ vhost and Mosquitto (free ports); removes them after.
+
+``plantnotify bench --scenario e2e_latency`` measures the commit -> device part at stepped rates
+with devices on TCP and WebSocket; this script keeps the whole path from N8N's answer (through
+RabbitMQ, the job, the result transaction) that the issue asks to be measured.
 """
 
 from __future__ import annotations
