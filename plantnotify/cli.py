@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from plantnotify.settings import (
     PRODUCTION_NEEDS,
@@ -35,10 +35,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
-    """The whole command line; only the modules of ``commands`` (default: all) are imported to
-    add their arguments, the others are listed by name and help."""
-    wanted = set(COMMANDS if commands is None else commands)
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that command's module is imported.
+
+    Importing every part (FastAPI, firebase-admin, pika...) costs seconds, so ``main`` builds
+    the arguments of the command being run only; ``--help`` still lists every command.
+    """
     parser = argparse.ArgumentParser(
         prog="plantnotify",
         description="Realtime notifications for plant analyses.",
@@ -48,17 +50,19 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
-        if name in wanted:
+        if only is None or only == name:
             importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if arg in COMMANDS), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Import only the module of the command being run: every part starts (and, in a loaded
-    # container, exits) seconds faster than with the whole project's dependencies loaded.
-    chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser([chosen] if chosen in COMMANDS else [])
+    command = _command_in(argv)
+    parser = build_parser(only=command) if command else build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:

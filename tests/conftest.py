@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.fcm",
     "tests.support.fake_n8n",
     "tests.support.worker",
+    "tests.support.live_stack",
 ]
