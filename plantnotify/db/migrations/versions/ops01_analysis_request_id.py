@@ -1,7 +1,7 @@
 """analyses.request_id: the upload's X-Request-ID, so every part's logs can carry it
 
 Revision ID: ops01
-Revises: worker01
+Revises: api01
 Create Date: 2026-11-29 11:30:00
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import op
 
 
 revision = 'ops01'
-down_revision = 'worker01'
+down_revision = 'api01'
 branch_labels = None
 depends_on = None
 
