@@ -88,8 +88,8 @@ def _decided_at(database_url: str, prefix: str) -> dict[str, float]:
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
-    steady_rate, steady_seconds = ctx.pick((20, 1.0), (50, 20.0))
-    burst = ctx.pick(60, 2000)
+    steady_rate, steady_seconds = ctx.pick((20, 1.0), (10, 20.0))
+    burst = ctx.pick(60, 1000)
     ctx.step("database, vhost, broker, worker")
     stack = our_stack(ctx)
     settings = stack.settings
