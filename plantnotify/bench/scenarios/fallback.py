@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from plantnotify.bench.context import BenchContext
 from plantnotify.bench.plots import figure, save
-from plantnotify.bench.results import ScenarioResult
+from plantnotify.bench.results import Report, ScenarioResult
 from plantnotify.bench.stack import our_stack, start_service
 from plantnotify.bench.stats import summarize
 from plantnotify.db.session import make_engine
@@ -207,3 +207,19 @@ def plot(result: ScenarioResult, out_dir: Path) -> list[Path]:
     ax.set_ylabel("fraction of pushes")
     ax.legend(fontsize=8)
     return [save(fig, out_dir / f"{NAME}.png")]
+
+
+def explain_misses(report: Report) -> dict[str, str]:
+    r = report.scenarios.get(NAME)
+    if r is None or r.status != "ok":
+        return {}
+    m = r.metrics
+    if m.get("decision_p99_ms") is not None and m["decision_p99_ms"] <= 100:
+        return {}
+    return {
+        "push-decision": (
+            f"decision p50 {m.get('decision_p50_ms')} ms, {m.get('decision_missing')} steady "
+            f"events undecided within the wait; {m.get('pushes_per_s')} pushes/s (see the "
+            "bridge's log in bench/results/logs)"
+        )
+    }
