@@ -53,6 +53,12 @@ class StackRun:
     metrics: dict[str, str] = field(default_factory=dict)  # part -> /metrics text
 
 
+def sample_value(text: str, sample: str) -> float:
+    """The value of one sample (``name{labels}``) in a Prometheus text page; -1 if absent."""
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else -1.0
+
+
 def _noisy_png() -> bytes:
     """An image whose base64 cannot occur by chance anywhere else."""
     img = Image.frombytes("RGB", (64, 64), secrets.token_bytes(64 * 64 * 3))
@@ -213,20 +219,26 @@ def _flow(parts: dict[str, Part], ports: dict[str, int], secret_values: dict[str
         )
         assert pushes[0]["message"]["data"]["analysisId"] == analysis_id
 
-        # The plugin publishes its counters every 5 s: wait until they include the CONNECTs
-        # (the phone, the worker, the bridge and the exporter at least).
-        def connects_counted() -> bool:
-            found = re.search(
-                r'^plantnotify_mqtt_connects_total\{result="accepted"\} (\S+)$',
-                scrape(ports["broker"]),
-                re.M,
-            )
-            return bool(found and float(found.group(1)) >= 4)
-
-        try:
-            wait_for(connects_counted, timeout=15, what="the broker's CONNECT counters")
-        except AssertionError:
-            raise AssertionError(f"broker metrics:\n{scrape(ports['broker'])}") from None
+        # Counters move a moment after what they count (the bridge records the push after FCM
+        # answered; the plugin publishes its counters every 5 s): wait until they show the run.
+        expected = {
+            "worker": ("plantnotify_outbox_events_published_total", 1),
+            "bridge": ('plantnotify_bridge_deliveries_total{status="sent"}', 1),
+            # the phone, the worker, the bridge and the exporter at least
+            "broker": ('plantnotify_mqtt_connects_total{result="accepted"}', 4),
+        }
+        for part_name, (sample, at_least) in expected.items():
+            port = ports[part_name]
+            try:
+                wait_for(
+                    lambda port=port, sample=sample, at_least=at_least: (  # type: ignore[misc]
+                        sample_value(scrape(port), sample) >= at_least
+                    ),
+                    timeout=15,
+                    what=f"{sample} >= {at_least}",
+                )
+            except AssertionError:
+                raise AssertionError(f"{part_name} metrics:\n{scrape(port)}") from None
         metrics = {
             "api": http.get(f"http://127.0.0.1:{ports['api']}/metrics").text,
             "worker": scrape(ports["worker"]),

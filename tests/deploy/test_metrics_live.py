@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from tests.deploy.conftest import StackRun
+from tests.deploy.conftest import StackRun, sample_value
 from tests.deploy.support import ROOT
 
 SECTIONS = {"API": "api", "Worker": "worker", "Bridge": "bridge", "Broker": "broker"}
@@ -23,9 +23,9 @@ def documented() -> dict[str, list[str]]:
 
 
 def value(text: str, sample: str) -> float:
-    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
-    assert match, f"{sample} not served"
-    return float(match.group(1))
+    found = sample_value(text, sample)
+    assert found >= 0, f"{sample} not served"
+    return found
 
 
 def test_documented_metrics_are_served_by_each_running_part(stack_run: StackRun) -> None:
