@@ -231,6 +231,7 @@ def test_published_ports_agree_with_settings(services: dict[str, dict[str, Any]]
 
     assert targets("api") == {defaults["api_port"]}
     assert targets("mosquitto") == {defaults["mqtt_port"], defaults["mqtt_ws_port"]}
+    assert targets("fcm-emulator") == {defaults["fcm_emulator_port"]}  # dev profile only
     # PostgreSQL, RabbitMQ and the metrics endpoints stay on the compose network.
     for name in ("postgres", "rabbitmq", "worker", "bridge", "migrate"):
         assert not targets(name), f"{name} should not publish ports"
