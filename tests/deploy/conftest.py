@@ -29,6 +29,7 @@ import pytest
 from PIL import Image
 
 from plantnotify.contracts.topics import analyses_filter
+from plantnotify.db.session import drop_database, migrate
 from plantnotify.settings import Settings
 from tests.deploy.procs import Part, http_ok, scrape, service_env, start_all, stop_all
 from tests.support.broker import build_plugin
@@ -88,16 +89,17 @@ def rabbit_user(rabbitmq_url: str) -> Iterator[tuple[str, str]]:
 
 
 def _stack(
-    base: Settings, rabbit: tuple[str, str], tmp: Path
+    base: Settings, database: str, rabbit: tuple[str, str], tmp: Path
 ) -> tuple[dict[str, Part], dict[str, int], dict[str, str]]:
     ports = {
         name: free_port()
         for name in ("api", "mqtt", "ws", "standin", "fcm", "worker", "bridge", "broker")
     }
-    # PostgreSQL trusts loopback here, so a password in the URL is accepted and unused: it only
-    # has to stay out of the logs.
+    # Its own database: the bridge's catch-up would otherwise push other tests' events, and the
+    # worker's outbox compete with theirs. PostgreSQL trusts loopback here, so a password in the
+    # URL is accepted and unused: it only has to stay out of the logs.
     db_password = "pg-" + secrets.token_hex(12)
-    database_url = base.database_url.replace("postgres@", f"postgres:{db_password}@", 1)
+    database_url = database.replace("postgres@", f"postgres:{db_password}@", 1)
     assert db_password in database_url
     env = service_env(
         base,
@@ -156,8 +158,10 @@ def stack_run(
     rabbit_user: tuple[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[StackRun]:
+    database = f"{base_settings.database_url}_stack"
+    migrate(database)
     parts, ports, secret_values = _stack(
-        base_settings, rabbit_user, tmp_path_factory.mktemp("stack")
+        base_settings, database, rabbit_user, tmp_path_factory.mktemp("stack")
     )
     try:
         start_all([parts["broker"]])  # the others connect to it at start-up
@@ -166,6 +170,7 @@ def stack_run(
     finally:
         for p in parts.values():
             p.kill()
+        drop_database(database)
 
 
 def _flow(parts: dict[str, Part], ports: dict[str, int], secret_values: dict[str, str]) -> StackRun:
