@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from plantnotify.broker.process import free_port, port_free
 from plantnotify.settings import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,22 +70,6 @@ PORTS: tuple[PortSpec, ...] = (
 
 class StackError(RuntimeError):
     """The stack cannot start; the message says what to do."""
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def choose_ports(
