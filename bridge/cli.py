@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         extra={"instance": bridge.instance, "fcm": getattr(bridge.sender, "send_url", "?")},
     )
     while not stop.wait(1.0):
-        if bridge._thread is None or not bridge._thread.is_alive():
+        if not bridge.alive:
             log.error("the bridge loop ended unexpectedly")
             return 1
     bridge.stop()

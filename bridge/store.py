@@ -15,13 +15,14 @@ All times are passed in (``now``) so that the logic above the store stays testab
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import and_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -53,6 +54,14 @@ class EventRef:
 
 
 @dataclass(frozen=True, slots=True)
+class NewDecision:
+    ref: EventRef
+    published_at: datetime
+    live_at_publish: int | None
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Finalized:
     """A decision that reached its final state in :meth:`Store.process_due`."""
 
@@ -78,6 +87,7 @@ class Claim:
     payload: dict[str, Any]
     published_at: datetime | None
     lost_previous: bool  # the previous lease ran out without a report (a bridge died)
+    lease_until: datetime
 
 
 class ReceiptResult(StrEnum):
@@ -91,20 +101,33 @@ class Store:
         self._factory = factory
         self.instance = instance
 
+    @contextmanager
+    def _begin(self, *, durable: bool) -> Iterator[Session]:
+        """A transaction. ``durable=False`` commits without waiting for the WAL flush: for the
+        decision side only, which is re-derived from ``events`` (the durable truth) if a
+        PostgreSQL crash loses it. Leases and attempt outcomes are always durable: a later
+        durable commit also flushes every earlier asynchronous one."""
+        with transaction(self._factory) as s:
+            if not durable:
+                s.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            yield s
+
     # --- intake -----------------------------------------------------------------------------
 
-    def event(self, event_id: str) -> EventRef | None:
+    def events(self, event_ids: Sequence[str]) -> dict[str, EventRef]:
+        if not event_ids:
+            return {}
         with self._factory() as s:
-            row = s.execute(
+            rows = s.execute(
                 select(
                     EventRow.id,
                     EventRow.user_id,
                     EventRow.analysis_id,
                     EventRow.type,
                     EventRow.published_at,
-                ).where(EventRow.id == event_id)
-            ).first()
-        return EventRef(*row) if row else None
+                ).where(EventRow.id.in_(list(event_ids)))
+            ).all()
+        return {row[0]: EventRef(*row) for row in rows}
 
     def unseen_published(self, since: datetime, limit: int = 500) -> list[EventRef]:
         """Terminal events published since ``since`` that no bridge has taken in yet."""
@@ -128,36 +151,50 @@ class Store:
         with self._factory() as s:
             return [EventRef(*row) for row in s.execute(q).all()]
 
-    def create_decision(
-        self,
-        ref: EventRef,
-        *,
-        published_at: datetime,
-        live_at_publish: int | None,
-        due_at: datetime,
-    ) -> bool:
-        """Record that ``ref`` was seen published; False when another path/bridge was first."""
+    def create_decisions(self, rows: Sequence[NewDecision]) -> set[str]:
+        """Record that these events were seen published; returns the ids this call created
+        (an id already there was taken in by another path or bridge first)."""
+        if not rows:
+            return set()
         stmt = (
             insert(PushDecision)
             .values(
-                event_id=ref.event_id,
-                user_id=ref.user_id,
-                analysis_id=ref.analysis_id,
-                event_type=ref.type,
-                published_at=published_at,
-                live_at_publish=live_at_publish,
-                due_at=due_at,
-                state="pending",
+                [
+                    {
+                        "event_id": r.ref.event_id,
+                        "user_id": r.ref.user_id,
+                        "analysis_id": r.ref.analysis_id,
+                        "event_type": r.ref.type,
+                        "published_at": r.published_at,
+                        "live_at_publish": r.live_at_publish,
+                        "due_at": r.due_at,
+                        "state": "pending",
+                    }
+                    for r in rows
+                ]
             )
             .on_conflict_do_nothing(index_elements=[PushDecision.event_id])
+            .returning(PushDecision.event_id)
         )
-        with transaction(self._factory) as s:
-            return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+        with self._begin(durable=False) as s:
+            created = set(s.execute(stmt).scalars())
+            if created:
+                # A device may have confirmed before we took the event in (it got the event at
+                # the same moment we did): such a decision is due now, to be settled at once.
+                s.execute(
+                    update(PushDecision)
+                    .where(
+                        PushDecision.event_id.in_(created),
+                        PushDecision.event_id.in_(select(PushReceipt.event_id)),
+                    )
+                    .values(due_at=func.least(PushDecision.due_at, func.now()))
+                )
+            return created
 
     # --- receipts and session changes ---------------------------------------------------------
 
     def record_receipt(self, user_id: str, event_id: str, now: datetime) -> ReceiptResult:
-        with transaction(self._factory) as s:
+        with self._begin(durable=False) as s:
             owner = s.execute(select(EventRow.user_id).where(EventRow.id == event_id)).scalar()
             if owner is None or owner != user_id:
                 return ReceiptResult.FOREIGN
@@ -178,7 +215,7 @@ class Store:
         """Make the users' pending decisions due now (they went offline without a receipt)."""
         if not user_ids:
             return 0
-        with transaction(self._factory) as s:
+        with self._begin(durable=False) as s:
             return int(
                 s.execute(
                     update(PushDecision)
@@ -210,7 +247,7 @@ class Store:
     ) -> list[Finalized]:
         """Decide every due pending decision (that no other bridge holds) in one transaction."""
         out: list[Finalized] = []
-        with transaction(self._factory) as s:
+        with self._begin(durable=False) as s:
             rows = s.execute(
                 select(PushDecision)
                 .where(PushDecision.state == "pending", PushDecision.due_at <= now)
@@ -341,7 +378,7 @@ class Store:
                 due.c.old_status,
             )
         )
-        with transaction(self._factory) as s:
+        with self._begin(durable=True) as s:
             rows = s.execute(stmt).all()
             if not rows:
                 return []
@@ -383,9 +420,23 @@ class Store:
                         payload=payload,
                         published_at=published,
                         lost_previous=lost,
+                        lease_until=now + lease,
                     )
                 )
         return claims
+
+    def release(self, claim: Claim, now: datetime) -> None:
+        """Give back a leased delivery that was not sent (its lease is too close to expiry)."""
+        with self._begin(durable=True) as s:
+            s.execute(
+                update(PushDelivery)
+                .where(
+                    PushDelivery.id == claim.delivery_id,
+                    PushDelivery.status == "sending",
+                    PushDelivery.attempts == claim.attempt,
+                )
+                .values(status="pending", attempts=PushDelivery.attempts - 1, next_attempt_at=now)
+            )
 
     def record_attempt(
         self,
@@ -417,7 +468,7 @@ class Store:
             values["last_error"] = None
         if terminal:
             values["finished_at"] = finished
-        with transaction(self._factory) as s:
+        with self._begin(durable=True) as s:
             s.add(
                 PushAttempt(
                     delivery_id=claim.delivery_id,
@@ -451,14 +502,15 @@ class Store:
 
     def next_due(self) -> datetime | None:
         """The earliest time anything pending (a decision or a delivery) falls due."""
+        decisions = (
+            select(func.min(PushDecision.due_at))
+            .where(PushDecision.state == "pending")
+            .scalar_subquery()
+        )
+        deliveries = (
+            select(func.min(PushDelivery.next_attempt_at))
+            .where(PushDelivery.status.in_(("pending", "sending")))
+            .scalar_subquery()
+        )
         with self._factory() as s:
-            a = s.execute(
-                select(func.min(PushDecision.due_at)).where(PushDecision.state == "pending")
-            ).scalar()
-            b = s.execute(
-                select(func.min(PushDelivery.next_attempt_at)).where(
-                    PushDelivery.status.in_(("pending", "sending"))
-                )
-            ).scalar()
-        times = [t for t in (a, b) if t is not None]
-        return min(times) if times else None
+            return s.execute(select(func.least(decisions, deliveries))).scalar()

@@ -170,7 +170,7 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Events published longer ago than this are never pushed."
     )
     bridge_lease_seconds: float = Field(
-        30.0, gt=0, description="How long one bridge owns a push it is sending."
+        60.0, gt=0, description="How long one bridge owns the pushes it is sending."
     )
     metrics_port_worker: int = Field(9101, description="Prometheus port of the worker.")
     metrics_port_bridge: int = Field(9102, description="Prometheus port of the bridge.")
