@@ -32,7 +32,7 @@ from plantnotify.logs import get_logger
 from plantnotify.settings import Settings, load_settings
 
 log = get_logger("plantnotify.api")
-PUBLISHER_HEARTBEAT_SECONDS = 10.0
+PUBLISHER_HEARTBEAT_SECONDS = 5.0  # well inside the 15 s AMQP heartbeat
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

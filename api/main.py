@@ -4,6 +4,7 @@ the database when it does not exist yet) -> uvicorn -> clean shutdown on SIGTERM
 from __future__ import annotations
 
 import argparse
+import signal
 import time
 
 import uvicorn
@@ -100,5 +101,15 @@ def run(args: argparse.Namespace) -> int:
         "API listening",
         extra={"url": f"http://{settings.api_host}:{settings.api_port}", "docs": "/docs"},
     )
-    server.run()  # uvicorn handles SIGTERM/SIGINT: stops accepting, finishes requests, exits
-    return 0 if server.started else 1
+    # uvicorn handles SIGTERM/SIGINT itself (stop accepting, finish requests, run the
+    # lifespan shutdown), then re-raises the signal into the handler that was installed
+    # before it; ours just notes it, so a requested stop ends with exit status 0.
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    server.run()
+    if not server.started:
+        log.error("the API did not start (is port %d free?)", settings.api_port)
+        return 1
+    log.info("API stopped", extra={"signal": received[0] if received else None})
+    return 0

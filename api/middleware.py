@@ -34,6 +34,15 @@ def request_id_from(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's full path template (``/api/v1/plantanalyses/{analysis_id}``), so
+    metrics and logs never carry raw ids. FastAPI >= 0.16x keeps included routers nested: the
+    route's own ``path`` lacks the include prefix, the effective route context has it."""
+    effective = (scope.get("fastapi") or {}).get("effective_route_context")
+    template = getattr(effective, "path", None) or getattr(scope.get("route"), "path", None)
+    return template if isinstance(template, str) else "unmatched"
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -60,7 +69,7 @@ class RequestContextMiddleware:
                 await self.app(scope, receive, send_with_id)
             finally:
                 elapsed = time.perf_counter() - started
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                route = route_template(scope)
                 self.metrics.observe_request(scope["method"], route, status, elapsed)
                 extra: dict[str, object] = {"duration_ms": round(elapsed * 1000, 1)}
                 user_id = scope["state"].get("user_id")

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bridge": ("bridge.cli", "live-session tracking and the FCM push fallback"),
     "fcm-emulator": ("bridge.emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
     "config": ("plantnotify.configdoc", "check the configuration; --markdown prints its table"),
+    "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
 }
 
 

@@ -174,6 +174,9 @@ class Settings(BaseSettings):
     )
     metrics_port_worker: int = Field(9101, description="Prometheus port of the worker.")
     metrics_port_bridge: int = Field(9102, description="Prometheus port of the bridge.")
+    metrics_port_broker: int = Field(
+        9103, description="Prometheus port of `plantnotify broker` (CONNECT outcomes); 0: off."
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="Address the worker's and bridge's metrics endpoints bind to."
     )

@@ -2,7 +2,7 @@
 
 pytest_plugins = [
     "tests.support.services",
+    "tests.support.broker",  # before modules that import it (assert rewriting)
     "tests.support.api",
-    "tests.support.broker",
     "tests.support.fcm",
 ]

@@ -4,10 +4,12 @@
  *
  * This file is glue only: token rules live in token.c, topic rights in acl.c, the live
  * connection table in sessions.c. Events used: BASIC_AUTH, ACL_CHECK, TICK, DISCONNECT.
+ * CONNECT outcomes are counted and published (retained, every stats_interval seconds when they
+ * changed) on plantnotify/broker/stats, which `plantnotify broker` turns into Prometheus metrics.
  *
  * Options (plugin_opt_<name>; see README "Broker security model and plugin options"):
  *   jwt_alg, jwt_secret | jwt_secret_file | jwt_public_key_file, audience, issuer, leeway,
- *   max_token_bytes, max_connections_per_user, expiry_check_interval.
+ *   max_token_bytes, max_connections_per_user, expiry_check_interval, stats_interval.
  * Unknown or invalid options stop the broker with a log line saying what to fix.
  */
 #include <errno.h>
@@ -30,11 +32,27 @@
 /* Service topics; must match plantnotify/contracts/topics.py (tests check both agree). */
 #define BOOT_TOPIC "plantnotify/broker/boot"
 #define SESSIONS_TOPIC_PREFIX "plantnotify/sessions/"
+#define STATS_TOPIC "plantnotify/broker/stats"
 
 #define LOG_PREFIX "plantnotify: "
 /* Built with -fvisibility=hidden: only the plugin API entry points are exported. */
 #define PN_EXPORT __attribute__((visibility("default")))
 #define MAX_KICKS_PER_CHECK 1024
+
+/* CONNECT outcomes; the names are the JSON keys of BrokerStats (plantnotify/contracts). */
+typedef enum {
+	CONNECT_ACCEPTED = 0,
+	CONNECT_EXPIRED,       /* a token past exp: usually an app that did not refresh in time */
+	CONNECT_INVALID_TOKEN, /* any other token failure: signature, audience, malformed ... */
+	CONNECT_IDENTITY,      /* username or client id not the token's user, client id taken */
+	CONNECT_LIMIT,         /* max_connections_per_user reached */
+	CONNECT_ERROR,         /* the broker's own failure (out of memory) */
+	CONNECT_OUTCOMES
+} connect_outcome;
+
+static const char *const CONNECT_NAMES[CONNECT_OUTCOMES] = {
+	"accepted", "expired", "invalidToken", "identity", "limit", "error",
+};
 
 typedef struct plugin_state {
 	mosquitto_plugin_id_t *id;
@@ -45,6 +63,10 @@ typedef struct plugin_state {
 	time_t next_expiry_check;
 	char boot_id[33];
 	unsigned long long seq;
+	unsigned long long connects[CONNECT_OUTCOMES];
+	int stats_dirty;
+	long stats_interval;
+	time_t next_stats;
 	int registered; /* bit per registered event, for the one cleanup path */
 } plugin_state;
 
@@ -100,6 +122,45 @@ static void publish_retained(const char *topic, const char *json)
 	}
 }
 
+static connect_outcome outcome_of(pn_result r)
+{
+	switch(r){
+		case PN_OK: return CONNECT_ACCEPTED;
+		case PN_ERR_EXPIRED: return CONNECT_EXPIRED;
+		case PN_ERR_USERNAME:
+		case PN_ERR_CLIENT_ID: return CONNECT_IDENTITY;
+		case PN_ERR_NOMEM: return CONNECT_ERROR;
+		default: return CONNECT_INVALID_TOKEN;
+	}
+}
+
+static int count_connect(plugin_state *st, connect_outcome o, int rc)
+{
+	st->connects[o]++;
+	st->stats_dirty = 1;
+	return rc;
+}
+
+static void publish_stats(plugin_state *st, time_t now)
+{
+	char json[512];
+	size_t n;
+	int i, w;
+
+	n = (size_t)snprintf(json, sizeof(json), "{\"bootId\":\"%s\",\"at\":%lld,\"live\":%zu,\"connects\":{",
+			st->boot_id, (long long)now, pn_sessions_size(st->sessions));
+	for(i = 0; i < CONNECT_OUTCOMES && n < sizeof(json); i++){
+		w = snprintf(json + n, sizeof(json) - n, "%s\"%s\":%llu", i ? "," : "", CONNECT_NAMES[i],
+				st->connects[i]);
+		if(w < 0) return;
+		n += (size_t)w;
+	}
+	if(n + 3 > sizeof(json)) return; /* cannot happen with these names; never publish a cut */
+	memcpy(json + n, "}}", 3);
+	publish_retained(STATS_TOPIC, json);
+	st->stats_dirty = 0;
+}
+
 static void emit_snapshot(const char *user, const char *json, void *ctx)
 {
 	char topic[sizeof(SESSIONS_TOPIC_PREFIX) + PN_USER_ID_MAX];
@@ -128,13 +189,13 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 				pn_valid_user_id(ed->username) && pn_valid_client_id(ed->username, client_id)
 					? client_id : safe(client_id, buf, 32),
 				pn_result_str(r));
-		return MOSQ_ERR_AUTH;
+		return count_connect(st, outcome_of(r), MOSQ_ERR_AUTH);
 	}
 	/* Overlapping ids ("42" and "42-x") could name the same client id: never hand over. */
 	if(pn_sessions_client_id_owned_by_other(st->sessions, claims.sub, client_id)){
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
 				"client id is live for another user", claims.sub, client_id);
-		return MOSQ_ERR_AUTH;
+		return count_connect(st, CONNECT_IDENTITY, MOSQ_ERR_AUTH);
 	}
 	if(!claims.is_service){
 		others = pn_sessions_count_other(st->sessions, claims.sub, client_id);
@@ -142,16 +203,16 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
 					"%d live connections (max_connections_per_user %d)",
 					claims.sub, client_id, others, st->max_connections);
-			return MOSQ_ERR_AUTH;
+			return count_connect(st, CONNECT_LIMIT, MOSQ_ERR_AUTH);
 		}
 	}
 	if(pn_sessions_add(st->sessions, ed->client, claims.sub, client_id, claims.exp, claims.is_service)){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "refused CONNECT user=%s: out of memory", claims.sub);
-		return MOSQ_ERR_AUTH;
+		return count_connect(st, CONNECT_ERROR, MOSQ_ERR_AUTH);
 	}
 	mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "authenticated user=%s client=%s role=%s exp=%lld",
 			claims.sub, client_id, claims.is_service ? "service" : "user", claims.exp);
-	return MOSQ_ERR_SUCCESS;
+	return count_connect(st, CONNECT_ACCEPTED, MOSQ_ERR_SUCCESS);
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
@@ -174,16 +235,21 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 		username = conn->user;
 	}else{
 		/*
-		 * No live record: an offline persistent session receiving a message into its queue
-		 * (Mosquitto re-checks READ when the client comes back). Decide READ by the username it
-		 * authenticated with; anything else from an unknown context is denied.
+		 * No record: an offline persistent session receiving a message into its queue
+		 * (Mosquitto re-checks READ when the client comes back), or a delayed Will. Decide by
+		 * the username it authenticated with: READ with the role that username last had,
+		 * WRITE (a delayed Will) with user rights only; never SUBSCRIBE.
 		 */
 		username = mosquitto_client_username(ed->client);
-		if(ed->access != MOSQ_ACL_READ || !pn_valid_user_id(username)){
+		if(!pn_valid_user_id(username)){
 			allowed = 0;
-		}else{
+		}else if(ed->access == MOSQ_ACL_READ){
 			allowed = pn_acl_allows(username, pn_sessions_is_service_user(st->sessions, username),
 					ed->topic, ed->access, 0);
+		}else if(ed->access == MOSQ_ACL_WRITE){
+			allowed = pn_acl_allows(username, 0, ed->topic, ed->access, ed->retain);
+		}else{
+			allowed = 0;
 		}
 	}
 	if(!allowed && ed->access != MOSQ_ACL_READ){
@@ -231,12 +297,17 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)event_data;
 
+	pn_sessions_reap(st->sessions);
 	if(now >= st->next_expiry_check){
 		st->next_expiry_check = now + st->expiry_interval;
 		kick_expired(st, now);
 	}
 	/* Connections that reached this point either completed CONNECT or already disconnected. */
 	pn_sessions_flush(st->sessions, st->boot_id, &st->seq, (long long)now, emit_snapshot, st);
+	if(now >= st->next_stats){
+		st->next_stats = now + st->stats_interval;
+		if(st->stats_dirty) publish_stats(st, now);
+	}
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -246,10 +317,11 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	plugin_state *st = userdata;
 	const pn_conn *conn = pn_sessions_find(st->sessions, ed->client);
 	(void)event;
-	if(conn){
+	if(conn && !conn->departed){
 		mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "disconnected user=%s client=%s",
 				conn->user, conn->client_id);
-		pn_sessions_remove(st->sessions, ed->client);
+		/* Kept (not counted) until the next TICK: the Will's WRITE check comes right after. */
+		pn_sessions_depart(st->sessions, ed->client);
 	}
 	return MOSQ_ERR_SUCCESS;
 }
@@ -260,6 +332,7 @@ typedef struct options {
 	pn_config_input token;
 	const char *max_connections;
 	const char *expiry_interval;
+	const char *stats_interval;
 } options;
 
 static int parse_int_opt(const char *name, const char *value, long min, long max, long dflt, long *out)
@@ -294,6 +367,7 @@ static int read_options(struct mosquitto_opt *opts, int count, options *o)
 		{"max_token_bytes", &o->token.max_token_bytes},
 		{"max_connections_per_user", &o->max_connections},
 		{"expiry_check_interval", &o->expiry_interval},
+		{"stats_interval", &o->stats_interval},
 	};
 	int i;
 	size_t k;
@@ -306,7 +380,8 @@ static int read_options(struct mosquitto_opt *opts, int count, options *o)
 		if(k == sizeof(known) / sizeof(known[0])){
 			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "unknown option plugin_opt_%s (typo?); "
 					"known: jwt_alg, jwt_secret, jwt_secret_file, jwt_public_key_file, audience, "
-					"issuer, leeway, max_token_bytes, max_connections_per_user, expiry_check_interval",
+					"issuer, leeway, max_token_bytes, max_connections_per_user, expiry_check_interval, "
+					"stats_interval",
 					opts[i].key);
 			return -1;
 		}
@@ -356,7 +431,7 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 {
 	plugin_state *st;
 	options o;
-	long max_conn, interval;
+	long max_conn, interval, stats_interval;
 	char err[512];
 	char boot[128];
 	int i;
@@ -370,11 +445,14 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 
 	if(read_options(opts, opt_count, &o)
 			|| parse_int_opt("max_connections_per_user", o.max_connections, 1, 100000, 5, &max_conn)
-			|| parse_int_opt("expiry_check_interval", o.expiry_interval, 1, 3600, 2, &interval)){
+			|| parse_int_opt("expiry_check_interval", o.expiry_interval, 1, 3600, 2, &interval)
+			|| parse_int_opt("stats_interval", o.stats_interval, 1, 3600, 5, &stats_interval)){
 		goto fail;
 	}
 	st->max_connections = (int)max_conn;
 	st->expiry_interval = interval;
+	st->stats_interval = stats_interval;
+	st->stats_dirty = 1; /* the first TICK publishes zeros for the new boot id */
 
 	if(pn_config_load(&st->token, &o.token, err, sizeof(err))){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "invalid configuration: %s", err);

@@ -23,6 +23,8 @@ struct pn_sessions {
 	pn_user **user_buckets;
 	size_t user_nbuckets, user_count;
 	pn_user *dirty;
+	pn_conn *departed;  /* linked via user_next */
+	size_t departed_count;
 };
 
 #define INITIAL_BUCKETS 256
@@ -168,7 +170,7 @@ pn_conn *pn_sessions_find(const pn_sessions *s, const void *client)
 
 size_t pn_sessions_size(const pn_sessions *s)
 {
-	return s->conn_count;
+	return s->conn_count - s->departed_count;
 }
 
 static void conn_rehash(pn_sessions *s)
@@ -210,36 +212,69 @@ int pn_sessions_client_id_owned_by_other(const pn_sessions *s, const char *user,
 	for(i = 0; i < s->conn_nbuckets; i++){
 		const pn_conn *c;
 		for(c = s->conn_buckets[i]; c; c = c->bucket_next){
-			if(!strcmp(c->client_id, client_id) && strcmp(c->user, user) != 0) return 1;
+			if(!c->departed && !strcmp(c->client_id, client_id) && strcmp(c->user, user) != 0) return 1;
 		}
 	}
 	return 0;
 }
 
-int pn_sessions_remove(pn_sessions *s, const void *client)
+/* Takes a live record out of its user's list and accounting. */
+static void unlink_from_user(pn_sessions *s, pn_conn *c)
 {
-	size_t b = hash_ptr(client) & (s->conn_nbuckets - 1);
-	pn_conn **pp = &s->conn_buckets[b];
-	pn_conn *c;
-	pn_user *u;
-
-	while(*pp && (*pp)->client != client) pp = &(*pp)->bucket_next;
-	if(!*pp) return 0;
-	c = *pp;
-	*pp = c->bucket_next;
-	s->conn_count--;
-
-	u = c->owner;
+	pn_user *u = c->owner;
 	if(c->user_prev) c->user_prev->user_next = c->user_next;
 	else u->conns = c->user_next;
 	if(c->user_next) c->user_next->user_prev = c->user_prev;
+	c->user_next = c->user_prev = NULL;
 	u->live--;
 	if(!c->is_service) mark_dirty(s, u);
 	else if(u->live == 0 && !u->dirty && !u->service_seen) user_forget(s, u);
+}
 
+/* Takes a record out of the pointer table (live or departed) and frees it. */
+static void drop(pn_sessions *s, pn_conn *c)
+{
+	size_t b = hash_ptr(c->client) & (s->conn_nbuckets - 1);
+	pn_conn **pp = &s->conn_buckets[b];
+	while(*pp && *pp != c) pp = &(*pp)->bucket_next;
+	if(*pp) *pp = c->bucket_next;
+	s->conn_count--;
+	if(c->departed){
+		pn_conn **dp = &s->departed;
+		while(*dp && *dp != c) dp = &(*dp)->user_next;
+		if(*dp) *dp = c->user_next;
+		s->departed_count--;
+	}else{
+		unlink_from_user(s, c);
+	}
 	free(c->client_id);
 	free(c);
+}
+
+int pn_sessions_remove(pn_sessions *s, const void *client)
+{
+	pn_conn *c = pn_sessions_find(s, client);
+	if(!c) return 0;
+	drop(s, c);
 	return 1;
+}
+
+int pn_sessions_depart(pn_sessions *s, const void *client)
+{
+	pn_conn *c = pn_sessions_find(s, client);
+	if(!c || c->departed) return 0;
+	unlink_from_user(s, c);
+	c->departed = 1;
+	c->owner = NULL;
+	c->user_next = s->departed;
+	s->departed = c;
+	s->departed_count++;
+	return 1;
+}
+
+void pn_sessions_reap(pn_sessions *s)
+{
+	while(s->departed) drop(s, s->departed);
 }
 
 int pn_sessions_add(pn_sessions *s, const void *client, const char *user, const char *client_id,
@@ -287,7 +322,7 @@ size_t pn_sessions_expired(const pn_sessions *s, long long now, long leeway, pn_
 	for(i = 0; i < s->conn_nbuckets && n < max; i++){
 		pn_conn *c;
 		for(c = s->conn_buckets[i]; c && n < max; c = c->bucket_next){
-			if(now - leeway >= c->exp) out[n++] = c;
+			if(!c->departed && now - leeway >= c->exp) out[n++] = c;
 		}
 	}
 	return n;

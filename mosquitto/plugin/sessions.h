@@ -2,10 +2,12 @@
  * Live-connection bookkeeping, with no Mosquitto includes.
  *
  * A record is keyed by the broker's client pointer: added when BASIC_AUTH succeeds (replacing
- * any record for that pointer), removed when DISCONNECT fires for it. Mosquitto 2.0.11 fires
- * DISCONNECT for every context it tears down — refused, failed after authentication, taken
- * over, kicked — so no record outlives its connection; a take-over authenticates the new
+ * any record for that pointer), marked departed when DISCONNECT fires for it. Mosquitto 2.0.11
+ * fires DISCONNECT for every context it tears down — refused, failed after authentication,
+ * taken over, kicked — so no record outlives its connection; a take-over authenticates the new
  * context before it disconnects the old one, so counts exclude records with the same client id.
+ * A departed record no longer counts anywhere but still answers "who is this client" until the
+ * next TICK reaps it: Mosquitto sends a client's Will (WRITE check) right after DISCONNECT.
  *
  * Users whose set of live client ids changed are marked dirty; the plugin publishes one
  * SessionSnapshot per dirty user per TICK (after the connection either completed or failed).
@@ -26,6 +28,7 @@ typedef struct pn_conn {
 	long long exp;
 	int is_service;
 	int kick_attempts;
+	int departed;
 	/* private links */
 	struct pn_conn *bucket_next;
 	struct pn_conn *user_next;
@@ -44,9 +47,15 @@ int pn_sessions_client_id_owned_by_other(const pn_sessions *s, const char *user,
 /* 0 on success, -1 on out of memory. */
 int pn_sessions_add(pn_sessions *s, const void *client, const char *user, const char *client_id,
 		long long exp, int is_service);
-/* 1 when a record was removed. */
+/* The connection ended: it stops counting now; the record is freed by pn_sessions_reap. */
+int pn_sessions_depart(pn_sessions *s, const void *client);
+/* Frees departed records. */
+void pn_sessions_reap(pn_sessions *s);
+/* Drops a record at once (1 when one was there). */
 int pn_sessions_remove(pn_sessions *s, const void *client);
+/* Live or departed-but-not-reaped record of this client, or NULL. */
 pn_conn *pn_sessions_find(const pn_sessions *s, const void *client);
+/* Live (not departed) records. */
 size_t pn_sessions_size(const pn_sessions *s);
 
 /* 1 when `user` has authenticated with role service since the plugin started. */

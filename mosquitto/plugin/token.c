@@ -503,6 +503,10 @@ pn_result pn_token_verify(const pn_token_config *cfg, const char *token, time_t 
 	buf = malloc(len + 1);
 	if(!buf) return PN_ERR_NOMEM;
 
+	if(pn_b64url_decode(dot2 + 1, slen, buf) <= 0){
+		r = PN_ERR_MALFORMED;
+		goto done;
+	}
 	n = pn_b64url_decode(token, hlen, buf);
 	if(n <= 0){
 		r = PN_ERR_MALFORMED;
@@ -517,10 +521,6 @@ pn_result pn_token_verify(const pn_token_config *cfg, const char *token, time_t 
 		goto done;
 	}
 	if((r = load_object(buf, (size_t)n, &claims)) != PN_OK) goto done;
-	if(pn_b64url_decode(dot2 + 1, slen, buf) <= 0){
-		r = PN_ERR_MALFORMED;
-		goto done;
-	}
 
 	/* Signature: libjwt with a non-empty key, then the algorithm it used is checked again. */
 	if(jwt_decode(&jwt, token, cfg->key, (int)cfg->key_len) != 0 || !jwt){

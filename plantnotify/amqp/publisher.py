@@ -35,7 +35,7 @@ class JobPublisher:
         app_id: str = "plantnotify",
         connect_timeout: float = 3.0,
         blocked_timeout: float = 10.0,
-        heartbeat: int = 30,
+        heartbeat: int = 15,
     ) -> None:
         params = pika.URLParameters(url)
         params.connection_attempts = 1
@@ -152,7 +152,8 @@ class JobPublisher:
             # The queue was deleted behind our back; redeclare on the next publish.
             self._reset()
             raise QueueUnavailable("the analysis queue does not exist on RabbitMQ") from None
-        except (pe.AMQPConnectionError, pe.AMQPChannelError) as exc:
+        except (pe.AMQPConnectionError, pe.AMQPChannelError, OSError, ValueError) as exc:
+            # OSError/ValueError: pika can surface a dead socket as either.
             self._reset()
             raise _Retryable(
                 QueueUnavailable(

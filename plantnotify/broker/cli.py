@@ -14,6 +14,7 @@ import threading
 from types import FrameType
 
 from plantnotify.broker.config import BrokerConfigError
+from plantnotify.broker.metrics import BrokerMetrics
 from plantnotify.broker.process import BrokerError, BrokerProcess
 from plantnotify.logs import get_logger, setup_logging
 from plantnotify.settings import ConfigError, load_settings
@@ -74,6 +75,19 @@ def run(args: argparse.Namespace) -> int:
     except BrokerError as exc:
         log.error("%s", exc)
         return 1
+    loopback = settings.mqtt_bind_host in ("0.0.0.0", "::", "")
+    metrics = BrokerMetrics(
+        settings, "127.0.0.1" if loopback else settings.mqtt_bind_host, broker.port
+    )
+    try:
+        metrics.start(settings.metrics_port_broker, settings.metrics_host)
+    except OSError as exc:
+        log.error(
+            "broker metrics: cannot listen on port %d (%s); set METRICS_PORT_BROKER "
+            "(0 turns them off)",
+            settings.metrics_port_broker,
+            exc,
+        )
     host = settings.mqtt_public_host or settings.mqtt_host
     log.info(
         "mosquitto running: mqtt://%s:%d  ws://%s:%d/mqtt  (pid %s, data %s)",
@@ -86,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     )
     log.info("debug a user's events: plantnotify token 42 --mosquitto-sub")
     rc = broker.wait()
+    metrics.stop()
     broker.stop()  # closes the log and removes the runtime file; the process is gone
     if stopping.is_set():
         log.info("mosquitto stopped")

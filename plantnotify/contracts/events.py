@@ -153,6 +153,30 @@ class SessionSnapshot(_Wire):
     at: int = 0  # unix seconds
 
 
+class ConnectCounts(_Wire):
+    """CONNECT outcomes counted by the plugin since the broker started (see BrokerStats)."""
+
+    accepted: int = Field(0, ge=0)
+    expired: int = Field(0, ge=0)  # a token past its exp: an app that did not refresh in time
+    invalid_token: int = Field(0, ge=0)  # signature, audience, algorithm, malformed ...
+    identity: int = Field(0, ge=0)  # username or client id not the token's user, id taken
+    limit: int = Field(0, ge=0)  # MQTT_MAX_CONNECTIONS_PER_USER reached
+    error: int = Field(0, ge=0)  # the broker's own failure
+
+
+class BrokerStats(_Wire):
+    """Retained on ``plantnotify/broker/stats`` by the plugin, every few seconds when it changed.
+
+    Counters restart from zero with each ``boot_id``; ``live`` is the number of live
+    authenticated connections (users and services).
+    """
+
+    boot_id: str
+    at: int  # unix seconds
+    live: int = Field(ge=0)
+    connects: ConnectCounts
+
+
 class BrokerBoot(_Wire):
     """Retained on ``plantnotify/broker/boot`` by the plugin when the broker starts."""
 

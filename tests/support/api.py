@@ -8,7 +8,7 @@ import io
 import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,9 +16,11 @@ from PIL import Image
 
 from api.app import create_app
 from plantnotify.settings import Settings, load_settings
-from tests.support.broker import BrokerHandle
 from tests.support.rabbit import private_vhost
 from tests.support.services import RUN_ID
+
+if TYPE_CHECKING:  # imported by pytest as a plugin; importing it here would skip its rewrite
+    from tests.support.broker import BrokerHandle
 
 
 @pytest.fixture(scope="session")

@@ -35,6 +35,8 @@ class Message:
 class TestClient:
     """A connected paho client whose callbacks feed queues."""
 
+    __test__ = False  # not a pytest test class
+
     client: mqtt.Client
     client_id: str
     messages: queue.Queue[Message] = field(default_factory=queue.Queue)
@@ -207,9 +209,14 @@ def connect_packet(
     version: int = 4,
     clean: bool = True,
     keepalive: int = 30,
+    will: tuple[str, bytes, int, bool] | None = None,
 ) -> bytes:
     flags = 0x02 if clean else 0
     payload = _str(client_id)
+    if will is not None:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += (_varint(0) if version == 5 else b"") + _str(topic) + _str(message)
     if username is not None:
         flags |= 0x80
         payload += _str(username)

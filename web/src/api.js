@@ -66,7 +66,12 @@ export class Api {
     return headers;
   }
 
-  async request(method, path, { json, query, auth = true } = {}) {
+  async request(method, path, options = {}) {
+    return (await this.requestFull(method, path, options)).body;
+  }
+
+  /** Like request(), with the response headers (paging cursors). */
+  async requestFull(method, path, { json, query, auth = true } = {}) {
     let url = `${BASE}${path}`;
     if (query) {
       const params = new URLSearchParams();
@@ -97,7 +102,7 @@ export class Api {
       if (response.status === 401 && auth) this.onUnauthorized();
       throw toError(response.status, body);
     }
-    return body;
+    return { body, headers: response.headers };
   }
 
   register(username, password) {
@@ -112,8 +117,27 @@ export class Api {
     return this.request("POST", "/realtime/token");
   }
 
-  listAnalyses({ limit = 50, before } = {}) {
-    return this.request("GET", "/plantanalyses", { query: { limit, before } });
+  /** A page of analyses, newest first; ``nextBefore`` is set when older ones exist. */
+  async listAnalyses({ limit = 50, before } = {}) {
+    const { body, headers } = await this.requestFull("GET", "/plantanalyses", { query: { limit, before } });
+    return { items: itemsOf(body), nextBefore: headers.get("X-Next-Before") };
+  }
+
+  /** Client configuration (where pushes go in the local stack); null when the API has none. */
+  async config() {
+    try {
+      return await this.request("GET", "/config", { auth: false });
+    } catch {
+      return null;
+    }
+  }
+
+  registerDevice(token, platform) {
+    return this.request("POST", "/devices", { json: { token, platform } });
+  }
+
+  unregisterDevice(token) {
+    return this.request("DELETE", `/devices/${encodeURIComponent(token)}`);
   }
 
   getAnalysis(id) {

@@ -9,7 +9,7 @@ import { AuthView } from "./ui/auth.js";
 import { DetailView } from "./ui/detail.js";
 import { clear, h, icon } from "./ui/dom.js";
 import { cropName } from "./ui/format.js";
-import { BELL, LEAF, LOGOUT } from "./ui/icons.js";
+import { ALERT, BELL, LEAF, LOGOUT } from "./ui/icons.js";
 import { AnalysisList } from "./ui/list.js";
 import { Toasts } from "./ui/toasts.js";
 import { UploadCard } from "./ui/upload.js";
@@ -111,6 +111,10 @@ class App {
 
   logout(message) {
     const wasIn = Boolean(this.session);
+    if (wasIn && !message && this.pushToken) {
+      // The next person on this browser must not get this user's pushes.
+      this.api.unregisterDevice(this.pushToken).catch(() => {});
+    }
     this._leave();
     this.session = null;
     localStorage.removeItem(SESSION_KEY);
@@ -155,6 +159,7 @@ class App {
 
   _enter() {
     const { userId } = this.session;
+    this.pagedOlder = false;
     this.store = new AnalysesStore();
     this.seen = new SeenEvents(localStorage, userId);
     this.bookmarks = new Bookmarks(localStorage, userId);
@@ -185,9 +190,11 @@ class App {
     this.realtime.start();
     this._route();
     this._updateTitle();
+    this._setupPush();
   }
 
   _leave() {
+    this.pushToken = null;
     this.realtime?.stop();
     this.store?.clear();
     this.toasts.clear();
@@ -241,17 +248,61 @@ class App {
       h("div", { class: "card__head" }, h("h2", {}, "Your analyses"), h("span", { class: "muted small" }, "Updates live as results arrive")),
       this.listNotice,
       this.list.el,
+      (this.olderButton = h("button", { type: "button", class: "btn btn--secondary btn--small older", hidden: true, onclick: () => this._loadOlder() }, "Show older analyses")),
     );
     this.detail = new DetailView({
       onBack: () => (location.hash = "#/"),
       image: (id) => this.list.image(id),
     });
     this.mainColumn = h("div", { class: "layout__main" }, this.listCard);
+    this.liveBanner = h(
+      "div",
+      { class: "live-banner", hidden: true, role: "status" },
+      h("div", {}, icon(ALERT), h("span", { class: "live-banner__text" })),
+    );
     clear(this.root).append(
       header,
+      this.liveBanner,
       h("main", { class: "layout" }, h("div", { class: "layout__side" }, this.upload.el), this.mainColumn),
-      h("footer", { class: "footer muted small" }, "Results are delivered live over MQTT; when this page is closed, your phone gets a push instead."),
+      this._footer(),
     );
+  }
+
+  _footer() {
+    this.pushLink = h("a", { href: "#", target: "_blank", rel: "noopener", "data-testid": "push-emulator-link" }, "open the FCM emulator");
+    this.pushNote = h("span", { hidden: true }, " In this local setup, pushes go to a local FCM emulator: ", this.pushLink, ".");
+    return h(
+      "footer",
+      { class: "footer muted small" },
+      "Results arrive here live while this page is open. When it is closed, we send a push notification instead.",
+      this.pushNote,
+    );
+  }
+
+  /**
+   * Register this browser for pushes when the API says where they go (the local stack's FCM
+   * emulator). A production web app registers its Firebase Messaging token here instead.
+   */
+  async _setupPush() {
+    const session = this.session;
+    const config = await this.api.config();
+    const url = config && config.pushEmulatorUrl;
+    if (!url || this.session !== session) return;
+    this.pushLink.href = url;
+    this.pushNote.hidden = false;
+    let token = localStorage.getItem("plantnotify.pushToken");
+    if (!token) {
+      const bytes = new Uint8Array(12);
+      crypto.getRandomValues(bytes);
+      token = `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+      localStorage.setItem("plantnotify.pushToken", token);
+    }
+    try {
+      await this.api.registerDevice(token, "web");
+      if (this.session === session) this.pushToken = token;
+    } catch (error) {
+      console.warn("plantnotify: could not register this browser for pushes", error);
+    }
   }
 
   _route() {
@@ -284,11 +335,12 @@ class App {
 
   async _loadList() {
     try {
-      const items = itemsOf(await this.api.listAnalyses({ limit: 50 }));
+      const { items, nextBefore } = await this.api.listAnalyses({ limit: 50 });
       for (const item of items) {
         const a = fromApi(item);
         if (a) this.store.upsert(a);
       }
+      if (!this.pagedOlder) this._setOlder(nextBefore);
       this.store.loaded = true;
       this.list.setLoaded();
       clear(this.listNotice);
@@ -297,6 +349,29 @@ class App {
       clear(this.listNotice).append(
         h("div", { class: "notice notice--error" }, h("span", {}, `We couldn't load your analyses: ${error.message}`), h("button", { type: "button", class: "btn btn--small btn--secondary", onclick: () => this._loadList() }, "Try again")),
       );
+    }
+  }
+
+  _setOlder(nextBefore) {
+    this.nextBefore = nextBefore || null;
+    this.olderButton.hidden = !this.nextBefore;
+  }
+
+  async _loadOlder() {
+    if (!this.nextBefore) return;
+    this.olderButton.disabled = true;
+    try {
+      const { items, nextBefore } = await this.api.listAnalyses({ limit: 50, before: this.nextBefore });
+      this.pagedOlder = true;
+      for (const item of items) {
+        const a = fromApi(item);
+        if (a) this.store.upsert(a);
+      }
+      this._setOlder(nextBefore);
+    } catch (error) {
+      this.toasts.showMessage("error", "Couldn't load older analyses", error.message);
+    } finally {
+      this.olderButton.disabled = false;
     }
   }
 
@@ -395,6 +470,19 @@ class App {
 
   _renderConnection({ state, detail }) {
     if (!this.connection) return;
+    // A banner only when the interruption lasts: a token renewal takes milliseconds.
+    clearTimeout(this._bannerTimer);
+    if (state === STATE.CONNECTED) this.liveBanner.hidden = true;
+    else {
+      const text =
+        state === STATE.DISCONNECTED
+          ? detail || "Live updates are off. Results still appear when you reload the page."
+          : "Live updates are interrupted; reconnecting. Nothing is lost: results that arrive meanwhile appear when we're back.";
+      this._bannerTimer = setTimeout(() => {
+        this.liveBanner.querySelector(".live-banner__text").textContent = text;
+        this.liveBanner.hidden = false;
+      }, 2000);
+    }
     this.connection.dataset.state = state;
     this.connection.className = `conn conn--${state}`;
     this.connection.querySelector(".conn__label").textContent =

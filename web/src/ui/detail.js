@@ -111,7 +111,7 @@ function resultRows(result) {
 
 function describe(value) {
   if (Array.isArray(value)) {
-    if (value.every((v) => typeof v !== "object")) return value.join(", ");
+    if (value.length === 1) return describe(value[0]);
     return h("ul", { class: "plain" }, value.map((v) => h("li", {}, describe(v))));
   }
   if (typeof value === "object") {

@@ -58,38 +58,44 @@ export class Toasts {
       el.classList.add("toast--leaving");
       setTimeout(() => el.remove(), 200);
     };
+    const action = onAction
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "btn btn--small btn--secondary toast__action",
+            onclick: () => {
+              dismiss();
+              onAction();
+            },
+          },
+          actionLabel,
+        )
+      : null;
     const el = h(
       "div",
       {
         class: `toast toast--${kind}`,
         role: kind === "error" ? "alert" : "status",
         "data-testid": message ? "message" : "toast",
-        // When it was shown (epoch ms): the browser tests measure broker → toast latency.
+        // When it was added and when it was first painted (epoch ms): the browser tests
+        // measure broker → toast latency with these.
         "data-shown-at": String(Date.now()),
         ...attrs,
       },
       icon(kind === "error" ? ALERT : CHECK, "toast__icon"),
-      h("div", { class: "toast__body" }, h("strong", { class: "toast__title" }, title), h("div", { class: "toast__lines" }, lines)),
       h(
         "div",
-        { class: "toast__actions" },
-        onAction
-          ? h(
-              "button",
-              {
-                type: "button",
-                class: "btn btn--small btn--ghost",
-                onclick: () => {
-                  dismiss();
-                  onAction();
-                },
-              },
-              actionLabel,
-            )
-          : null,
-        h("button", { type: "button", class: "icon-btn", "aria-label": "Dismiss", onclick: dismiss }, icon(CLOSE)),
+        { class: "toast__body" },
+        h("strong", { class: "toast__title" }, title),
+        h("div", { class: "toast__lines" }, lines),
+        action,
       ),
+      h("button", { type: "button", class: "icon-btn toast__close", "aria-label": "Dismiss", onclick: dismiss }, icon(CLOSE)),
     );
+    requestAnimationFrame(() => {
+      el.dataset.paintedAt = String(Date.now());
+    });
     const arm = () => {
       clearTimeout(timer);
       timer = setTimeout(dismiss, SHOW_MS);

@@ -149,6 +149,8 @@ export class UploadCard {
   }
 
   _setStatus(kind, text) {
+    clearTimeout(this._statusTimer);
+    if (kind === "ok") this._statusTimer = setTimeout(() => this._setStatus(null), 8000);
     clear(this.status);
     this.status.className = "form-status";
     if (!kind) return;

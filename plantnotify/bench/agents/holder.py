@@ -1,0 +1,125 @@
+"""Connection agent: opens many authenticated MQTT connections and holds them idle.
+
+One event loop, one :class:`LeanClient` per connection, credentials made before the clock
+starts: the agent must cost much less per connection than the broker, or it would measure
+itself. Every process may hold at most 20,000 open files here, so the bench spreads the
+connections over several of these agents.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from typing import Any
+
+from plantnotify.bench import mqttwire as w
+from plantnotify.bench.agent import serve
+from plantnotify.bench.leanclient import LeanClient, new_loop
+from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
+
+_loop = new_loop()
+_conns: list[LeanClient] = []
+
+
+def derived_password(seed: str, user_id: str) -> str:
+    """Password-file mode: a per-user password both the bench and this agent can compute."""
+    return hashlib.sha256(f"{seed}:{user_id}".encode()).hexdigest()[:32]
+
+
+def _credentials(args: dict[str, Any]) -> list[tuple[str, str]]:
+    first, count = int(args["first"]), int(args["count"])
+    users = [f"{args['user_prefix']}{i}" for i in range(first, first + count)]
+    mode = args["mode"]
+    if mode == "jwt":
+        signer = MqttSigner(key=args["secret"], audience=args["audience"])
+        ttl = int(args.get("ttl", 3600))
+        return [(u, mint_mqtt_token(signer, u, ttl)) for u in users]
+    if mode == "password":
+        return [(u, derived_password(args["seed"], u)) for u in users]
+    raise ValueError(f"unknown mode {mode!r}")
+
+
+async def _open_one(
+    host: str, port: int, user: str, password: str, keepalive: int, limit: float
+) -> tuple[str, float]:
+    t0 = time.monotonic()
+    client = LeanClient(_loop, host=host, port=port, protocol=4)
+    try:
+        async with asyncio.timeout(limit):
+            await client.start(user, user, password, keepalive=keepalive)
+    except ConnectionRefusedError as exc:
+        client.close()
+        return f"refused: {str(exc).rsplit(': ', 1)[-1]}", 0.0
+    except (OSError, TimeoutError, ValueError) as exc:
+        client.close()
+        return f"{type(exc).__name__}: {exc}"[:80], 0.0
+    _conns.append(client)
+    return "ok", time.monotonic() - t0
+
+
+async def _open(args: dict[str, Any], creds: list[tuple[str, str]]) -> dict[str, Any]:
+    host, port = args.get("host", "127.0.0.1"), int(args["port"])
+    keepalive = int(args.get("keepalive", 900))
+    timeout = float(args.get("connect_timeout", 30))
+    sem = asyncio.Semaphore(int(args.get("concurrency", 64)))
+
+    async def guarded(user: str, password: str) -> tuple[str, float]:
+        async with sem:
+            return await _open_one(host, port, user, password, keepalive, timeout)
+
+    cpu0 = time.process_time()
+    start_ns = time.monotonic_ns()
+    results = await asyncio.gather(*(guarded(u, p) for u, p in creds))
+    end_ns = time.monotonic_ns()
+    cpu = time.process_time() - cpu0
+    outcomes = Counter(r for r, _ in results)
+    latencies = sorted(round(t * 1000, 3) for r, t in results if r == "ok")
+    return {
+        "opened": outcomes.pop("ok", 0),
+        "failed": sum(outcomes.values()),
+        "errors": dict(outcomes.most_common(5)),
+        "start_ns": start_ns,
+        "end_ns": end_ns,
+        "agent_cpu_seconds": cpu,
+        "connect_ms": latencies,
+    }
+
+
+def open_(args: dict[str, Any]) -> dict[str, Any]:
+    return _loop.run_until_complete(_open(args, _credentials(args)))
+
+
+async def _ping_all(wait: float) -> int:
+    waiting = []
+    for conn in _conns:
+        if not conn.closed.done():
+            conn.pong = _loop.create_future()
+            conn.send(w.PINGREQ)
+            waiting.append(conn.pong)
+    if not waiting:
+        return 0
+    done, _ = await asyncio.wait(waiting, timeout=wait)
+    return sum(1 for f in done if f.result())
+
+
+def ping(args: dict[str, Any]) -> dict[str, Any]:
+    """How many held connections still answer a PINGREQ (i.e. are really alive)."""
+    alive = _loop.run_until_complete(_ping_all(float(args.get("wait", 20))))
+    for conn in _conns:
+        conn.pong = None
+    return {"alive": alive}
+
+
+def close(args: dict[str, Any]) -> dict[str, Any]:
+    n = len(_conns)
+    for conn in _conns:
+        conn.close()
+    _loop.run_until_complete(asyncio.sleep(0.2))
+    _conns.clear()
+    return {"closed": n}
+
+
+if __name__ == "__main__":
+    serve({"open": open_, "ping": ping, "close": close, "quit": close})

@@ -1,0 +1,136 @@
+"""Baseline (b): amqtt, the pure-Python broker a Python team might pick, on the same traffic.
+
+amqtt gets the same work per connection and per message as our plugin (HS256 JWT with aud/exp/
+sub checks, per-user topic rules: plantnotify.bench.amqtt_auth). Both brokers, one after the
+other in the same run: N idle authenticated connections (connect rate, memory per connection),
+then publish → subscribe latency at 500 and 2,000 events/s and a flat-out throughput burst.
+MQTT 3.1.1 for both, as amqtt speaks nothing newer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from plantnotify.bench.brokers import RunningBroker, start_amqtt, start_broker
+from plantnotify.bench.connections import hold_connections
+from plantnotify.bench.context import BenchContext
+from plantnotify.bench.plots import figure, save
+from plantnotify.bench.pubsub import start_rig
+from plantnotify.bench.results import ScenarioResult
+from plantnotify.bench.stats import ratio
+from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
+
+NAME = "amqtt"
+TITLE = "amqtt (pure Python) vs our Mosquitto + plugin, same traffic"
+RATES = (500, 2000)
+QUICK_RATES = (500,)
+USERS = [f"cmp{i}" for i in range(10)]
+OURS = "plugin"
+
+
+def steps(quick: bool) -> int:
+    return 2 * (3 + len(QUICK_RATES if quick else RATES) + 1)
+
+
+def _measure(ctx: BenchContext, broker: RunningBroker, label: str) -> dict[str, Any]:
+    n = ctx.pick(100, 2000)
+    seconds = ctx.pick(1.0, 8.0)
+    burst = ctx.pick(300, 5000)
+    signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
+    out: dict[str, Any] = {}
+    ctx.step(f"{label}: {n} idle connections")
+    out["connections"] = hold_connections(
+        ctx,
+        broker,
+        n=n,
+        label=f"{label}-idle",
+        credentials={"mode": "jwt", "secret": ctx.secret, "audience": ctx.audience},
+        user_prefix="idle",
+    )
+    ctx.step(f"{label}: connecting clients")
+    rig = start_rig(
+        ctx,
+        broker,
+        label=label,
+        users=USERS,
+        publisher=(
+            "bench-publisher",
+            "bench-publisher",
+            mint_mqtt_token(signer, "bench-publisher", 3600, service=True),
+        ),
+        device_credentials=lambda u: (u, mint_mqtt_token(signer, u, 3600)),
+        transports=("tcp",),
+        protocol=4,
+    )
+    rig.run(rate=100, seconds=ctx.pick(0.5, 1.0), key_prefix="warm")
+    for rate in QUICK_RATES if ctx.quick else RATES:
+        ctx.step(f"{label}: {rate} events/s")
+        step = rig.run(rate=rate, seconds=seconds, key_prefix=f"r{rate}-")
+        step.pop("_samples")
+        out[f"rate_{rate}"] = step
+    ctx.step(f"{label}: throughput burst of {burst}")
+    step = rig.run(rate=50_000, seconds=burst / 50_000, key_prefix="burst-")
+    step.pop("_samples")
+    out["burst"] = step
+    return out
+
+
+def run(ctx: BenchContext, result: ScenarioResult) -> None:
+    measured: dict[str, dict[str, Any]] = {}
+    for kind in ("amqtt", OURS):
+        ctx.step(f"starting {kind}")
+        if kind == "amqtt":
+            broker = start_amqtt(
+                "amqtt", ctx.scratch("amqtt"), secret=ctx.secret, audience=ctx.audience
+            )
+        else:
+            broker = start_broker(ctx, kind, f"{kind}-vs-amqtt")
+        try:
+            measured[kind] = _measure(ctx, broker, kind)
+        finally:
+            broker.stop()
+    result.series = measured
+    a, o = measured["amqtt"], measured[OURS]
+    m = result.metrics
+    m["amqtt_connect_rate"] = a["connections"]["connect_rate"]
+    m["ours_connect_rate"] = o["connections"]["connect_rate"]
+    m["connect_rate_ratio"] = ratio(m["ours_connect_rate"], m["amqtt_connect_rate"])
+    m["amqtt_bytes_per_conn"] = a["connections"]["bytes_per_conn"]
+    m["ours_bytes_per_conn"] = o["connections"]["bytes_per_conn"]
+    m["memory_ratio"] = ratio(m["amqtt_bytes_per_conn"], m["ours_bytes_per_conn"])
+    for rate in QUICK_RATES if ctx.quick else RATES:
+        m[f"amqtt_p99_ms_at_{rate}"] = a[f"rate_{rate}"]["tcp"].get("p99")
+        m[f"ours_p99_ms_at_{rate}"] = o[f"rate_{rate}"]["tcp"].get("p99")
+        m[f"p99_ratio_at_{rate}"] = ratio(m[f"amqtt_p99_ms_at_{rate}"], m[f"ours_p99_ms_at_{rate}"])
+    m["amqtt_throughput"] = a["burst"]["tcp"].get("delivered_rate")
+    m["ours_throughput"] = o["burst"]["tcp"].get("delivered_rate")
+    m["throughput_ratio"] = ratio(m["ours_throughput"], m["amqtt_throughput"])
+    result.notes.append(
+        f"{a['connections']['requested']} idle connections per broker (memory and connect rate "
+        f"at the same N for both); {len(USERS)} device clients; MQTT 3.1.1, retained QoS 1, "
+        "~400-byte events; throughput = events delivered per second during a flat-out burst."
+    )
+    result.notes.append(
+        "Ratios are ours over amqtt for rates and amqtt over ours for memory and latency, so "
+        "bigger is better for us in every row."
+    )
+
+
+def plot(result: ScenarioResult, out_dir: Path) -> list[Path]:
+    m = result.metrics
+    fig, axes = figure(
+        "amqtt vs our Mosquitto + plugin (same traffic, same run)", ncols=4, width=3.3
+    )
+    panels = [
+        ("connect rate (/s)", "amqtt_connect_rate", "ours_connect_rate"),
+        ("memory per idle conn (bytes)", "amqtt_bytes_per_conn", "ours_bytes_per_conn"),
+        ("p99 at 500 events/s (ms)", "amqtt_p99_ms_at_500", "ours_p99_ms_at_500"),
+        ("throughput (events/s)", "amqtt_throughput", "ours_throughput"),
+    ]
+    for ax, (title, ka, ko) in zip(axes, panels, strict=True):
+        values = [m.get(ka) or 0, m.get(ko) or 0]
+        ax.bar(["amqtt", "ours"], values, color=["#c44e52", "#4c72b0"])
+        ax.set_title(title, fontsize=9)
+        ax.set_yscale("log")
+    return [save(fig, out_dir / f"{NAME}.png")]

@@ -1,0 +1,94 @@
+"""``POST /realtime/token``: claims checked, and the credentials really open our Mosquitto
+(with the JWT plugin) for the caller's own topics only."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+
+from plantnotify.contracts import topics
+from plantnotify.settings import Settings
+from tests.support import mqtt
+from tests.support.api import User
+
+REALTIME = "/api/v1/realtime/token"
+
+
+def test_realtime_token_shape_and_claims(
+    client: TestClient, alice: User, api_settings: Settings
+) -> None:
+    r = client.post(REALTIME, headers=alice.headers)
+    assert r.status_code == 200
+    body = r.json()
+    uid = alice.user_id
+    assert body["username"] == uid
+    assert body["clientIdPrefix"] == f"{uid}-"
+    assert body["topics"] == {
+        "analyses": f"users/{uid}/analyses/+",
+        "receipts": f"users/{uid}/receipts",
+    }
+    assert body["mqtt"]["host"] == api_settings.mqtt_host
+    assert body["mqtt"]["port"] == api_settings.mqtt_port
+    assert urlsplit(body["mqtt"]["wsUrl"]).port == api_settings.mqtt_ws_port
+    assert 0 < body["expiresIn"] <= api_settings.mqtt_token_ttl_seconds
+
+    claims = jwt.decode(
+        body["token"],
+        api_settings.jwt_secret,
+        algorithms=["HS256"],
+        audience=api_settings.mqtt_audience,
+    )
+    assert claims["sub"] == uid
+    assert claims["aud"] == "plantnotify-mqtt"
+    assert "role" not in claims  # never the service role
+    assert claims["exp"] - claims["iat"] == body["expiresIn"]
+    assert abs(claims["iat"] - time.time()) < 60
+
+
+def test_realtime_token_does_not_outlive_the_access_token(
+    client: TestClient, alice: User, api_settings: Settings
+) -> None:
+    now = int(time.time())
+    short = jwt.encode(
+        {
+            "sub": alice.user_id,
+            "iat": now,
+            "exp": now + 90,
+            "aud": "plantnotify-api",
+            "iss": "plantnotify",
+        },
+        api_settings.jwt_secret,
+        "HS256",
+    )
+    r = client.post(REALTIME, headers={"Authorization": f"Bearer {short}"})
+    assert r.status_code == 200
+    assert r.json()["expiresIn"] <= 90
+
+
+def test_realtime_token_requires_authentication(client: TestClient) -> None:
+    assert client.post(REALTIME).status_code == 401
+
+
+def test_the_credentials_open_our_broker_for_own_topics_only(
+    client: TestClient, alice: User, bob: User
+) -> None:
+    grant = client.post(REALTIME, headers=alice.headers).json()
+    c = mqtt.connect(
+        grant["mqtt"]["port"],
+        grant["username"],
+        grant["token"],
+        grant["clientIdPrefix"] + "pytest",
+    )
+    try:
+        assert c.subscribe(grant["topics"]["analyses"])[0] < 0x80
+        assert c.subscribe(topics.analyses_filter(bob.user_id))[0] >= 0x80
+        assert c.publish(grant["topics"]["receipts"], b'{"eventId":"e1"}') < 0x80
+    finally:
+        c.close()
+    # alice's token is not bob's: the broker refuses it under bob's name
+    with pytest.raises(mqtt.ConnectRefused):
+        mqtt.connect(grant["mqtt"]["port"], bob.user_id, grant["token"], bob.user_id)

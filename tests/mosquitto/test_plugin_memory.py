@@ -1,0 +1,159 @@
+"""The plugin's C code under tools: unit tests (ASan+UBSan), a bounded libFuzzer run, and the
+live broker running the plugin built with AddressSanitizer and the release build under
+valgrind, each driven through the same workload of good and hostile clients.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from plantnotify.contracts.topics import (
+    ALL_SESSIONS_FILTER,
+    analysis_topic,
+    receipts_topic,
+    user_filter,
+)
+from tests.mosquitto.test_auth import ATTACKS
+from tests.support.broker import PLUGIN_DIR, BrokerFactory, BrokerHandle, build_plugin
+from tests.support.mqtt import V5, V311, ConnectRefused, connect, raw_connect
+
+FUZZ_SECONDS = 10
+
+
+def _make(*targets: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-s", "-C", str(PLUGIN_DIR), *targets],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_c_unit_tests_pass() -> None:
+    result = _make("test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    match = re.search(r"test_token: (\d+) checks, 0 failures", result.stdout)
+    assert match and int(match.group(1)) > 1000, result.stdout
+
+
+def test_token_parser_survives_a_short_fuzz_run() -> None:
+    result = _make("fuzz", f"FUZZ_SECONDS={FUZZ_SECONDS}", timeout=FUZZ_SECONDS + 180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    runs = re.search(r"Done (\d+) runs", output)
+    assert runs and int(runs.group(1)) > 1000, output[-2000:]
+    assert "ERROR: AddressSanitizer" not in output
+    assert "runtime error" not in output  # UBSan
+
+
+def exercise(b: BrokerHandle) -> None:
+    """Good and hostile traffic through every plugin callback (auth, ACL, tick, disconnect)."""
+    secret = b.settings.jwt_secret
+    svc = connect(b.port, "svc-mem", b.token("svc-mem", service=True), "svc-mem")
+    assert svc.subscribe(ALL_SESSIONS_FILTER) == [1]
+    for attack in ATTACKS[::3]:
+        for version in (4, 5):
+            code, raw = raw_connect(
+                b.port, attack.client_id, attack.username, attack.make(secret), version=version
+            )
+            raw.close()
+            assert code != 0
+    clients = []
+    for i, protocol in enumerate((V311, V5, V5)):
+        c = connect(b.port, "mem1", b.token("mem1"), f"mem1-{i}", protocol=protocol)
+        assert c.subscribe(user_filter("mem1")) == [1]
+        assert c.subscribe("#")[0] >= 0x80
+        assert c.subscribe("$share/g/users/mem1/#")[0] >= 0x80
+        c.publish(receipts_topic("mem1"), b'{"eventId":"e"}')
+        c.publish(analysis_topic("mem2", "x"), b"{}", retain=True)
+        clients.append(c)
+    with pytest.raises(ConnectRefused):  # over the limit of 3 set below
+        connect(b.port, "mem1", b.token("mem1"), "mem1-extra")
+    clients.append(connect(b.port, "mem1", b.token("mem1"), "mem1-0"))  # take-over
+    svc.publish(analysis_topic("mem1", "e1"), b'{"n":1}', retain=True)
+    short = connect(b.port, "mem3", b.token("mem3", ttl=1), "mem3")  # kicked by TICK
+    assert short.disconnected.wait(6)
+    ws = connect(b.ws_port, "mem4", b.token("mem4"), "mem4", transport="websockets")
+    assert ws.subscribe(user_filter("mem4")) == [1]
+    ws.close()
+    for c in clients:
+        c.close()
+    svc.drain(0.5)
+    svc.close()
+
+
+def _memory_broker(broker_factory: BrokerFactory, **kwargs: object) -> BrokerHandle:
+    return broker_factory(
+        mqtt_expiry_check_seconds=1,
+        mqtt_leeway_seconds=0,
+        mqtt_max_connections_per_user=3,
+        **kwargs,
+    )
+
+
+def test_live_broker_with_the_asan_plugin(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    build = _make("asan")
+    assert build.returncode == 0, build.stdout + build.stderr
+    runtime = subprocess.run(
+        ["clang", "-print-file-name=libclang_rt.asan-x86_64.so"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(runtime).is_file(), (
+        f"ASan runtime not found ({runtime}); install libclang-rt-14-dev"
+    )
+    asan_log = tmp_path / "asan"
+    env = {
+        **os.environ,
+        "LD_PRELOAD": runtime,
+        # Leaks are reported for the plugin only (Mosquitto itself is not built for LSan).
+        "ASAN_OPTIONS": f"log_path={asan_log}:detect_leaks=1:halt_on_error=1",
+        "LSAN_OPTIONS": "report_objects=0",
+    }
+    b = _memory_broker(broker_factory, plugin_path=PLUGIN_DIR / "plantnotify_auth_asan.so", env=env)
+    maps = Path(f"/proc/{b.process.pid}/maps").read_text()
+    assert "libclang_rt.asan" in maps and "plantnotify_auth_asan.so" in maps
+    exercise(b)
+    b.stop()
+    assert "plantnotify: loaded" in b.log_text()
+    reports = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("asan.*"))
+    assert "ERROR: AddressSanitizer" not in reports, reports[-6000:]
+    plugin_leaks = [
+        block
+        for block in reports.split("\n\n")
+        if "leak of" in block
+        and re.search(
+            r"(token|acl|sessions|plantnotify_plugin)\.c|plantnotify_auth_asan\.so", block
+        )
+    ]
+    assert not plugin_leaks, "\n\n".join(plugin_leaks)[-6000:]
+
+
+def test_live_broker_under_valgrind(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    plugin = build_plugin()
+    vg_log = tmp_path / "valgrind.log"
+    wrapper = [
+        "valgrind",
+        "--error-exitcode=99",
+        "--leak-check=no",
+        "--track-origins=no",
+        f"--log-file={vg_log}",
+    ]
+    b = _memory_broker(broker_factory, plugin_path=plugin, wrapper=wrapper, start=False)
+    b.process.start(timeout=60)
+    started = time.monotonic()
+    exercise(b)
+    rc = b.process.stop(timeout=30)
+    report = vg_log.read_text(errors="replace")
+    errors = re.search(r"ERROR SUMMARY: (\d+) errors", report)
+    assert errors, report[-3000:]
+    assert errors.group(1) == "0", report[-6000:]
+    assert rc == 0, f"mosquitto under valgrind exited {rc} after {time.monotonic() - started:.0f}s"

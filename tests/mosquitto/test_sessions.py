@@ -1,0 +1,297 @@
+"""Session events for the bridge: retained SessionSnapshot per user, BrokerBoot per start.
+
+Semantics checked here (the bridge relies on them):
+- every change of a user's live client ids yields a snapshot with a higher ``seq``;
+- a take-over (same client id) never shows the user offline, not even briefly;
+- a late subscriber rebuilds the picture from retained snapshots;
+- after a restart (SIGTERM or SIGKILL) a new boot id is announced and snapshots carrying the
+  old one are stale;
+- a connection that fails right after a successful BASIC_AUTH leaves no live connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import queue
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+import pytest
+
+from plantnotify.contracts.events import BrokerBoot, SessionSnapshot
+from plantnotify.contracts.topics import (
+    ALL_SESSIONS_FILTER,
+    BROKER_BOOT_TOPIC,
+    analysis_topic,
+    parse_topic,
+    session_topic,
+    user_filter,
+)
+from tests.support.broker import BrokerFactory, BrokerHandle
+from tests.support.mqtt import ConnectRefused, RawClient, TestClient, connect, connect_packet
+
+
+class SessionWatcher:
+    """A service client that collects BrokerBoot and SessionSnapshot events."""
+
+    def __init__(self, broker: BrokerHandle, name: str) -> None:
+        self.client = connect(broker.port, name, broker.token(name, service=True), name)
+        assert self.client.subscribe(BROKER_BOOT_TOPIC) == [1]
+        assert self.client.subscribe(ALL_SESSIONS_FILTER) == [1]
+        self.boots: list[BrokerBoot] = []
+        self.snapshots: list[SessionSnapshot] = []
+
+    def _pump(self, timeout: float) -> None:
+        try:
+            msg = self.client.messages.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if msg.topic == BROKER_BOOT_TOPIC:
+            self.boots.append(BrokerBoot.model_validate_json(msg.payload))
+        else:
+            ref = parse_topic(msg.topic)
+            snap = SessionSnapshot.model_validate_json(msg.payload)
+            assert ref is not None and ref.kind == "session" and ref.user_id == snap.user_id
+            self.snapshots.append(snap)
+
+    def boot(self, timeout: float = 5.0) -> BrokerBoot:
+        deadline = time.monotonic() + timeout
+        while not self.boots and time.monotonic() < deadline:
+            self._pump(0.05)
+        assert self.boots, "no retained BrokerBoot"
+        return self.boots[-1]
+
+    def of(self, user: str) -> list[SessionSnapshot]:
+        return [s for s in self.snapshots if s.user_id == user]
+
+    def wait(
+        self, user: str, check: Callable[[SessionSnapshot], bool], timeout: float = 5.0
+    ) -> SessionSnapshot:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            mine = self.of(user)
+            if mine and check(mine[-1]):
+                return mine[-1]
+            self._pump(0.05)
+        raise AssertionError(f"no matching snapshot for {user}; got {self.of(user)}")
+
+    def settle(self, wait: float = 0.5) -> None:
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            self._pump(0.05)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _ids(*ids: str) -> Callable[[SessionSnapshot], bool]:
+    return lambda s: s.connections == len(ids) and s.client_ids == sorted(ids)
+
+
+def test_snapshots_follow_connect_disconnect_and_takeover(broker: BrokerHandle) -> None:
+    user = "sess1"
+    watcher = SessionWatcher(broker, "svc-sess1")
+    boot = watcher.boot()
+    a = connect(broker.port, user, broker.token(user), f"{user}-a")
+    first = watcher.wait(user, _ids(f"{user}-a"))
+    b = connect(broker.port, user, broker.token(user), f"{user}-b")
+    watcher.wait(user, _ids(f"{user}-a", f"{user}-b"))
+
+    seen = len(watcher.of(user))
+    a2 = connect(broker.port, user, broker.token(user), f"{user}-a")  # take-over
+    assert a.disconnected.wait(3)
+    watcher.settle(0.6)
+    after = watcher.of(user)[seen:]
+    assert after, "a take-over is announced"
+    assert all(s.client_ids == [f"{user}-a", f"{user}-b"] for s in after), after
+
+    b.close()
+    watcher.wait(user, _ids(f"{user}-a"))
+    a2.close()
+    last = watcher.wait(user, _ids())
+    mine = watcher.of(user)
+    assert [s.seq for s in mine] == sorted({s.seq for s in mine}), "seq strictly increases"
+    assert all(s.boot_id == boot.boot_id for s in mine)
+    assert first.at <= last.at
+    watcher.close()
+
+
+def test_a_late_service_rebuilds_the_picture_from_retained_snapshots(broker: BrokerHandle) -> None:
+    user, gone = "sess2", "sess2gone"
+    clients = [connect(broker.port, user, broker.token(user), f"{user}-{i}") for i in range(2)]
+    g = connect(broker.port, gone, broker.token(gone), gone)
+    g.close()
+    time.sleep(0.5)  # a TICK or two
+    late = SessionWatcher(broker, "svc-late")
+    try:
+        boot = late.boot()
+        snap = late.wait(user, _ids(f"{user}-0", f"{user}-1"))
+        assert snap.boot_id == boot.boot_id
+        assert late.wait(gone, _ids()).boot_id == boot.boot_id
+    finally:
+        for c in clients:
+            c.close()
+        late.close()
+
+
+def _sigkill_rst(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _ws_connect_and_abort(port: int, packet: bytes) -> None:
+    """MQTT over WebSocket by hand: upgrade, one CONNECT frame, then RST."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /mqtt HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(4096)
+    assert b" 101 " in response.split(b"\r\n")[0], response
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(packet))
+    assert len(packet) < 65536
+    header = bytes([0x82]) + (
+        bytes([0x80 | len(packet)])
+        if len(packet) < 126
+        else bytes([0x80 | 126]) + struct.pack("!H", len(packet))
+    )
+    sock.sendall(header + mask + masked)
+    time.sleep(0.05)
+    _sigkill_rst(sock)
+
+
+def test_connections_failing_right_after_auth_leave_no_phantom(broker: BrokerHandle) -> None:
+    user = "phantom1"
+    limit = broker.settings.mqtt_max_connections_per_user
+    watcher = SessionWatcher(broker, "svc-phantom")
+    for i in range(limit + 3):
+        # CONNECT and RST before reading the CONNACK.
+        raw = RawClient(broker.port)
+        raw.send(connect_packet(f"{user}-tcp{i}", user, broker.token(user)))
+        _sigkill_rst(raw.sock)
+        # CONNECT immediately followed by a malformed packet in the same segment.
+        raw = RawClient(broker.port)
+        raw.send(connect_packet(f"{user}-bad{i}", user, broker.token(user)) + b"\xf0\x00")
+        assert raw.closed()
+        raw.close()
+        # The same over WebSocket.
+        _ws_connect_and_abort(
+            broker.ws_port, connect_packet(f"{user}-ws{i}", user, broker.token(user))
+        )
+    time.sleep(0.5)
+    watcher.settle(0.3)
+    if watcher.of(user):
+        assert watcher.of(user)[-1].connections == 0, watcher.of(user)[-1]
+    # None of them holds a slot: the full quota is available.
+    clients = [connect(broker.port, user, broker.token(user), f"{user}-{i}") for i in range(limit)]
+    try:
+        watcher.wait(user, lambda s: s.connections == limit)
+    finally:
+        for c in clients:
+            c.close()
+    watcher.wait(user, _ids())
+    watcher.close()
+
+
+def _subscribed(broker: BrokerHandle, user: str, token: str) -> TestClient:
+    c = connect(broker.port, user, token, f"{user}-phone")
+    assert c.subscribe(user_filter(user)) == [1]
+    return c
+
+
+def test_expired_connection_is_kicked_within_seconds(broker_factory: BrokerFactory) -> None:
+    b = broker_factory(mqtt_expiry_check_seconds=1, mqtt_leeway_seconds=0)
+    user = "expiry1"
+    watcher = SessionWatcher(b, "svc-expiry")
+    ttl = 2
+    c = _subscribed(b, user, b.token(user, ttl=ttl))
+    exp = time.time() + ttl
+    watcher.wait(user, _ids(f"{user}-phone"))
+    assert c.disconnected.wait(ttl + 4), "expired connection still open"
+    late = time.time() - int(exp)
+    assert late <= 3.0, f"kicked {late:.1f}s after exp"
+    watcher.wait(user, _ids())
+    assert "token expired, disconnecting user=expiry1" in b.log_text()
+    svc = connect(b.port, "svc-exp-pub", b.token("svc-exp-pub", service=True), "svc-exp-pub")
+    svc.publish(analysis_topic(user, "after"), b"{}")
+    assert [m for m in c.drain(0.3) if m.topic.endswith("/after")] == []
+    svc.close()
+    watcher.close()
+
+
+def test_expired_connection_reads_nothing_even_before_the_kick(
+    broker_factory: BrokerFactory,
+) -> None:
+    """READ is decided per delivery: with no kick due for an hour, nothing flows after exp."""
+    b = broker_factory(mqtt_expiry_check_seconds=3600, mqtt_leeway_seconds=0)
+    user = "expiry2"
+    token = b.token(user, ttl=2)
+    c = _subscribed(b, user, token)
+    svc = connect(b.port, "svc-exp2", b.token("svc-exp2", service=True), "svc-exp2")
+    try:
+        svc.publish(analysis_topic(user, "before"), b"{}")
+        assert [m.topic for m in c.drain(0.5)] == [analysis_topic(user, "before")]
+        time.sleep(2.2)
+        svc.publish(analysis_topic(user, "after"), b"{}")
+        assert c.drain(0.5) == []
+        assert not c.disconnected.is_set()  # still connected, just deaf
+        with pytest.raises(ConnectRefused):  # and the token cannot be reused
+            connect(b.port, user, token, f"{user}-again")
+    finally:
+        c.close()
+        svc.close()
+
+
+@pytest.mark.parametrize("kill", [True, False], ids=["sigkill", "sigterm"])
+def test_restart_announces_a_new_boot_and_old_snapshots_are_stale(
+    broker_factory: BrokerFactory, kill: bool
+) -> None:
+    b = broker_factory()
+    user = "restart1"
+    watcher = SessionWatcher(b, "svc-restart")
+    boot1 = watcher.boot()
+    c = connect(b.port, user, b.token(user), f"{user}-phone")
+    watcher.wait(user, _ids(f"{user}-phone"))
+    watcher.close()
+
+    b.restart(kill=kill)
+
+    watcher = SessionWatcher(b, "svc-restart")
+    boot2 = watcher.boot()
+    assert boot2.boot_id != boot1.boot_id
+    assert boot2.started_at >= boot1.started_at
+    watcher.settle(0.5)
+    assert len(watcher.boots) == 1, "exactly one retained boot event: the current one"
+    # What survived the restart describes the previous boot: stale by its boot id.
+    for snap in watcher.of(user):
+        assert snap.boot_id == boot1.boot_id
+    if not kill:
+        assert watcher.of(user), "SIGTERM saved the retained snapshot (stale by boot id)"
+    # The device reconnects; the new boot's snapshot is the truth again.
+    assert c.disconnected.wait(5)
+    c.client.loop_stop()
+    c = connect(b.port, user, b.token(user), f"{user}-phone")
+    snap = watcher.wait(user, lambda s: s.boot_id == boot2.boot_id and s.connections == 1)
+    assert snap.client_ids == [f"{user}-phone"]
+    c.close()
+    watcher.close()
+
+
+def test_session_topic_names_agree_with_the_contract() -> None:
+    """The plugin spells the service topics in C; keep both in step."""
+    source = (
+        __import__("pathlib").Path(__file__).resolve().parents[2]
+        / "mosquitto/plugin/plantnotify_plugin.c"
+    ).read_text()
+    assert f'#define BOOT_TOPIC "{BROKER_BOOT_TOPIC}"' in source
+    assert f'#define SESSIONS_TOPIC_PREFIX "{session_topic("x")[:-1]}"' in source
