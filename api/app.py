@@ -15,9 +15,11 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from api.requeue import REQUEUE_INTERVAL_SECONDS, requeue_unqueued
 from api.routes import api_router, health
 from api.routes.analyses import NEXT_BEFORE_HEADER
 from api.routes.notifications import HAS_MORE_HEADER, NEXT_SINCE_HEADER
@@ -51,13 +53,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        keepalive = asyncio.create_task(_publisher_keepalive(state.publisher))
+        tasks = [
+            asyncio.create_task(_publisher_keepalive(state.publisher)),
+            asyncio.create_task(_requeue_loop(state)),
+        ]
         try:
             yield
         finally:
-            keepalive.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keepalive
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await run_in_threadpool(state.publisher.close)
             engine.dispose()
 
@@ -90,12 +97,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
             max_age=600,
         )
+    app.add_middleware(BodyLimitMiddleware, exempt={f"{API_PREFIX}/plantanalyses/async"})
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(health.router)
     app.include_router(health.router, prefix=API_PREFIX)
     mount_web(app, settings.web_dist_dir)
     return app
+
+
+async def _requeue_loop(state: AppState) -> None:
+    """Publish jobs of uploads whose API process died before RabbitMQ confirmed them."""
+    while True:
+        await asyncio.sleep(REQUEUE_INTERVAL_SECONDS)
+        try:
+            count = await run_in_threadpool(requeue_unqueued, state.sessions, state.publisher)
+        except QueueUnavailable as exc:
+            log.info("requeue sweep postponed: %s", exc)
+            continue
+        except Exception:  # the sweep must outlive a database hiccup; the next run retries
+            log.exception("requeue sweep failed")
+            continue
+        if count:
+            state.metrics.requeued.inc(count)
 
 
 async def _publisher_keepalive(publisher: JobPublisher) -> None:

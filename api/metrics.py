@@ -28,6 +28,12 @@ class ApiMetrics:
         )
         for outcome in UPLOAD_OUTCOMES:
             self.uploads.labels(outcome)  # every series exists from the start (rate() works)
+        self.requeued = Counter(
+            "plantnotify_api_jobs_requeued",
+            "Jobs of stored uploads published by the requeue sweep (the upload's own publish "
+            "never got its confirm, e.g. the API process died).",
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "plantnotify_api_request_duration_seconds",
             "HTTP request latency by route template, method and status.",

@@ -29,10 +29,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fcm-emulator": ("bridge.emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
     "config": ("plantnotify.configdoc", "check the configuration; --markdown prints its table"),
     "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
+    "worker": ("worker.main", "run the analysis worker (RabbitMQ -> N8N -> PostgreSQL -> MQTT)"),
+    "n8n-standin": ("worker.standin", "run the local stand-in for the N8N analysis webhook"),
+    "up": ("plantnotify.devstack", "run the whole local stack in the foreground"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``only``, just that command's module is imported.
+
+    Importing every part (FastAPI, firebase-admin, pika...) costs seconds, so ``main`` builds
+    the arguments of the command being run only; ``--help`` still lists every command.
+    """
     parser = argparse.ArgumentParser(
         prog="plantnotify",
         description="Realtime notifications for plant analyses.",
@@ -42,13 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
-        module = importlib.import_module(module_name)
-        module.add_arguments(p)
+        if only is None or only == name:
+            importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
+def _command_in(argv: Sequence[str]) -> str | None:
+    return next((arg for arg in argv if arg in COMMANDS), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _command_in(argv)
+    parser = build_parser(only=command) if command else build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:

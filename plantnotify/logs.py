@@ -23,7 +23,8 @@ _CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
     default={},  # noqa: B039 (never mutated in place)
 )
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# color_message: uvicorn's ANSI-coloured copy of every message; noise in both formats.
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 @contextmanager

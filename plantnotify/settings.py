@@ -125,6 +125,22 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(16, ge=1, description="Analyses run at once per worker.")
     standin_port: int = Field(8100, description="Port of the N8N stand-in.")
     standin_delay_seconds: float = Field(3.0, ge=0, description="Stand-in's simulated work.")
+    standin_host: str = Field(
+        "127.0.0.1", description="Address the N8N stand-in binds to (`0.0.0.0` in containers)."
+    )
+    worker_lease_seconds: float = Field(
+        60.0, gt=0, description="Lease on an analysis being worked on; renewed every third."
+    )
+    worker_shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, wait this long for running analyses, then hand back."
+    )
+    worker_unknown_analysis_grace_seconds: float = Field(
+        5.0, ge=0, description="Wait this long for a job's analysis row before dead-lettering."
+    )
+    outbox_sweep_seconds: float = Field(
+        5.0, gt=0, description="Outbox publisher's periodic sweep (it is also woken at once)."
+    )
+    outbox_batch_size: int = Field(500, ge=1, description="Events published per outbox batch.")
 
     # --- bridge / FCM -----------------------------------------------------------------------
     fcm_credentials_file: Path | None = Field(

@@ -5,4 +5,7 @@ pytest_plugins = [
     "tests.support.broker",  # before modules that import it (assert rewriting)
     "tests.support.api",
     "tests.support.fcm",
+    "tests.support.fake_n8n",
+    "tests.support.worker",
+    "tests.support.live_stack",
 ]

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.deps import Caller, SessionDep, SettingsDep, StateDep
 from api.images import ImageRejected, ImageTooLarge, check_image
+from api.requeue import mark_queued
 from api.schemas import AnalysisOut, ErrorResponse, UploadAccepted
 from api.timestamps import parse_timestamp
 from api.uploads import CROP_TYPE_FIELD, CROP_TYPE_MAX, IMAGE_FIELD, UploadError, read_upload_form
@@ -193,6 +194,7 @@ async def upload(
             "try the upload again in a minute",
             headers={"Retry-After": "30"},
         ) from None
+    await run_in_threadpool(mark_queued, state.sessions, analysis_id)
     metrics.upload("accepted")
     log.info(
         "analysis queued",

@@ -205,15 +205,32 @@ int pn_sessions_count_other(const pn_sessions *s, const char *user, const char *
 	return n;
 }
 
+static int user_has_client_id(const pn_sessions *s, const char *user, const char *client_id)
+{
+	const pn_user *u = user_find(s, user);
+	const pn_conn *c;
+	if(!u) return 0;
+	for(c = u->conns; c; c = c->user_next){
+		if(!strcmp(c->client_id, client_id)) return 1;
+	}
+	return 0;
+}
+
 int pn_sessions_client_id_owned_by_other(const pn_sessions *s, const char *user, const char *client_id)
 {
+	char candidate[PN_USER_ID_MAX + 1];
 	size_t i;
-	/* Only reachable when user ids share a "<id>-" prefix; a full scan is fine for that. */
-	for(i = 0; i < s->conn_nbuckets; i++){
-		const pn_conn *c;
-		for(c = s->conn_buckets[i]; c; c = c->bucket_next){
-			if(!c->departed && !strcmp(c->client_id, client_id) && strcmp(c->user, user) != 0) return 1;
-		}
+
+	/*
+	 * A client id C belongs to user V when C == V or C == V + "-" + suffix, so the only other
+	 * possible owners are C itself and every prefix of C that ends before a '-'.
+	 */
+	if(strcmp(client_id, user) != 0 && user_has_client_id(s, client_id, client_id)) return 1;
+	for(i = 1; client_id[i] && i <= PN_USER_ID_MAX; i++){
+		if(client_id[i] != '-') continue;
+		memcpy(candidate, client_id, i);
+		candidate[i] = '\0';
+		if(strcmp(candidate, user) != 0 && user_has_client_id(s, candidate, client_id)) return 1;
 	}
 	return 0;
 }

@@ -829,6 +829,12 @@ static void test_sessions(void)
 	/* overlapping ids: "u1-a" is also a valid client id for a user named "u1-a" */
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a") == 1);
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1", "u1-a") == 0);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a-x") == 0);
+	CHECK(pn_sessions_add(s, &svc, "u1-a", "u1-a-x", 300, 0) == 0);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1", "u1-a-x") == 1);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a-x") == 0);
+	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a-x", "u1-a-x") == 1);
+	CHECK(pn_sessions_remove(s, &svc) == 1);
 
 	/* expiry */
 	CHECK(pn_sessions_expired(s, 150, 0, exp, 4) == 0);
@@ -841,8 +847,9 @@ static void test_sessions(void)
 	CHECK(pn_sessions_is_service_user(s, "worker") == 1);
 	CHECK(pn_sessions_is_service_user(s, "u1") == 0);
 	memset(&e, 0, sizeof(e));
-	CHECK(pn_sessions_flush(s, "boot1", &seq, 1004, collect, &e) == 2); /* u1 and u3, not worker */
-	CHECK(strcmp(e.user[0], "worker") != 0 && strcmp(e.user[1], "worker") != 0);
+	CHECK(pn_sessions_flush(s, "boot1", &seq, 1004, collect, &e) == 3); /* u1, u3, u1-a; not worker */
+	CHECK(strcmp(e.user[0], "worker") != 0 && strcmp(e.user[1], "worker") != 0
+			&& strcmp(e.user[2], "worker") != 0);
 	CHECK(pn_sessions_remove(s, &svc) == 1);
 	CHECK(pn_sessions_is_service_user(s, "worker") == 1);
 

@@ -39,7 +39,14 @@ class User(Base):
 
 class Analysis(Base):
     __tablename__ = "analyses"
-    __table_args__ = (Index("ix_analyses_user_created", "user_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_analyses_user_created", "user_id", "created_at"),
+        Index(
+            "ix_analyses_unqueued",
+            "created_at",
+            postgresql_where=text("status = 'Processing' AND queued_at IS NULL"),
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(64))
@@ -56,6 +63,10 @@ class Analysis(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Set once RabbitMQ confirmed the job. NULL on a Processing analysis older than a minute
+    # means the API stopped between its commit and the confirm; the API's requeue sweep
+    # publishes such jobs (api/requeue.py), so no analysis waits for a job that never came.
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -217,3 +228,13 @@ Index(
         "published_at IS NOT NULL AND type IN ('AnalysisCompleted', 'AnalysisFailed')"
     ),
 )
+
+
+class OutboxState(Base):
+    """Small key/value state of the outbox publisher (e.g. the broker boot it rebuilt for)."""
+
+    __tablename__ = "outbox_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

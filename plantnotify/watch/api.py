@@ -79,11 +79,14 @@ class ApiClient:
             json={"username": self._username, "password": self._password},
             auth=False,
         )
-        self.login = Login(
-            user_id=str(body["userId"]),
-            access_token=str(body["accessToken"]),
-            expires_at=time.time() + int(body.get("expiresIn", 3600)),
-        )
+        try:
+            self.login = Login(
+                user_id=str(body["userId"]),
+                access_token=str(body["accessToken"]),
+                expires_at=time.time() + int(body.get("expiresIn", 3600)),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise WatchError("the API's login answer has no userId/accessToken") from None
         return self.login
 
     def realtime_grant(self) -> RealtimeGrant:
@@ -123,7 +126,13 @@ class ApiClient:
             break
         if response.status_code >= 400:
             raise WatchError(self._explain(path, response))
-        return response.json() if response.content else None
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise WatchError(
+                f"{self.base_url}{API_PREFIX}{path} did not answer with JSON; is --api the "
+                "plantnotify API's base URL (e.g. http://127.0.0.1:8000)?"
+            ) from None
 
     def _explain(self, path: str, response: httpx.Response) -> str:
         try:

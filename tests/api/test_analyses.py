@@ -88,6 +88,7 @@ def test_upload_stores_and_queues_a_confirmed_persistent_job(
         mime,
     )
     assert stored == data and row.image_size == len(data)
+    assert row.queued_at is not None  # confirmed by RabbitMQ: the requeue sweep leaves it
 
     messages = drain(api_rabbitmq_url, ANALYSIS_QUEUE)
     assert len(messages) == 1

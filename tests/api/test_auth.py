@@ -164,3 +164,21 @@ def test_a_valid_token_passes(client: TestClient, alice: User, api_settings: Set
     claims = jwt.decode(token, api_settings.jwt_secret, ["HS256"], audience="plantnotify-api")
     assert set(claims) == {"sub", "iat", "exp", "aud", "iss"}
     assert claims["sub"] == alice.user_id
+
+
+def test_huge_json_bodies_are_refused_before_being_read(client: TestClient) -> None:
+    big = b'{"username":"someone","password":"' + b"x" * (1024 * 1024) + b'"}'
+    for path in (LOGIN, REGISTER, "/api/v1/devices"):
+        r = client.post(path, content=big, headers={"Content-Type": "application/json"})
+        assert r.status_code == 413, path
+        assert "KiB" in r.json()["detail"]
+
+    def chunked():  # no Content-Length: counted while read
+        yield b'{"username":"someone","password":"'
+        for _ in range(64):
+            yield b"x" * 1024
+        yield b'"}'
+
+    r = client.post(LOGIN, content=chunked(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert "KiB" in r.json()["detail"]

@@ -318,3 +318,15 @@ def test_connection_limit_does_not_apply_to_services(broker: BrokerHandle) -> No
     ]
     for c in clients:
         c.close()
+
+
+def test_overlapping_user_ids_cannot_take_over_a_live_client_id(broker: BrokerHandle) -> None:
+    """'ovl-x' is a client id of user 'ovl' and the bare id of user 'ovl-x'."""
+    owner = connect(broker.port, "ovl", broker.token("ovl"), "ovl-x")
+    try:
+        with pytest.raises(ConnectRefused):
+            connect(broker.port, "ovl-x", broker.token("ovl-x"), "ovl-x")
+        assert not owner.disconnected.is_set()
+        assert "client id is live for another user" in broker.log_text()
+    finally:
+        owner.close()

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shlex
-import subprocess
-import sys
+import pytest
 
 from plantnotify.contracts.events import BrokerBoot
 from plantnotify.contracts.ids import new_client_id
 from plantnotify.contracts.topics import BROKER_BOOT_TOPIC, analysis_topic, user_filter
 from tests.support.broker import BrokerHandle
-from tests.support.mqtt import connect
+from tests.support.mqtt import ConnectRefused, connect
 
 
 def test_user_receives_own_events_and_nothing_else(broker: BrokerHandle) -> None:
@@ -57,40 +53,27 @@ def test_boot_event_is_retained_for_services(broker: BrokerHandle) -> None:
         svc.close()
 
 
-def test_token_cli_prints_a_working_mosquitto_sub_line(broker: BrokerHandle) -> None:
-    env = {
-        **os.environ,
-        "MQTT_PORT": str(broker.port),
-        "JWT_SECRET": broker.settings.jwt_secret,
-        "MQTT_DATA_DIR": str(broker.data_dir),
-    }
-    line = subprocess.run(
-        [sys.executable, "-m", "plantnotify.cli", "token", "42", "--ttl", "60", "--mosquitto-sub"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    argv = shlex.split(line)
-    assert argv[0] == "mosquitto_sub"
-    assert argv[argv.index("-t") + 1] == "users/42/#"
-    assert argv[argv.index("-i") + 1].startswith("42-sub-")
-    svc = connect(broker.port, "svc-cli", broker.token("svc-cli", service=True), "svc-cli")
-    # -W: exit after 3 s; -C 2 would hide extra messages, so count them ourselves.
-    sub = subprocess.Popen(
-        ["bash", "-c", line + " -W 3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+def test_websocket_clients_get_the_same_rules(broker: BrokerHandle) -> None:
+    svc = connect(broker.port, "svc-ws", broker.token("svc-ws", service=True), "svc-ws")
+    ws = connect(
+        broker.ws_port,
+        "wsuser1",
+        broker.token("wsuser1"),
+        "wsuser1-browser",
+        transport="websockets",
     )
     try:
-        svc.publish(analysis_topic("42", "cli-0"), b"{}", retain=True)  # may land before SUBSCRIBE
-        import time
-
-        time.sleep(1.0)
-        svc.publish(analysis_topic("42", "cli-1"), json.dumps({"n": 1}).encode())
-        svc.publish(analysis_topic("43", "cli-2"), b"{}")
-        svc.publish("plantnotify/sessions/43", b"{}")
-        out, err = sub.communicate(timeout=10)
+        assert ws.subscribe(user_filter("wsuser1")) == [1]
+        assert ws.subscribe(user_filter("wsuser2")) == [0x87]
+        assert ws.subscribe("#") == [0x87]
+        svc.publish(analysis_topic("wsuser1", "w1"), b"{}")
+        svc.publish(analysis_topic("wsuser2", "w2"), b"{}")
+        assert [m.topic for m in ws.drain(0.5)] == [analysis_topic("wsuser1", "w1")]
+        assert ws.publish(analysis_topic("wsuser2", "x"), b"{}", retain=True) == 0x87
     finally:
+        ws.close()
         svc.close()
-    lines = out.strip().splitlines()
-    assert f"{analysis_topic('42', 'cli-1')} " + '{"n": 1}' in lines, (out, err)
-    assert all(line.startswith("users/42/") for line in lines), out
+    with pytest.raises(ConnectRefused):
+        connect(
+            broker.ws_port, "wsuser1", broker.token("wsuser2"), "wsuser1", transport="websockets"
+        )

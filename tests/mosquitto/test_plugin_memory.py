@@ -43,8 +43,13 @@ def test_c_unit_tests_pass() -> None:
     assert match and int(match.group(1)) > 1000, result.stdout
 
 
-def test_token_parser_survives_a_short_fuzz_run() -> None:
-    result = _make("fuzz", f"FUZZ_SECONDS={FUZZ_SECONDS}", timeout=FUZZ_SECONDS + 180)
+def test_token_parser_survives_a_short_fuzz_run(tmp_path: Path) -> None:
+    result = _make(
+        "fuzz",
+        f"FUZZ_SECONDS={FUZZ_SECONDS}",
+        f"FUZZ_CORPUS={tmp_path}",
+        timeout=FUZZ_SECONDS + 180,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     runs = re.search(r"Done (\d+) runs", output)

@@ -61,5 +61,10 @@ class TcpProxy:
             s.close()
 
     def close(self) -> None:
+        """Stop listening (the port refuses connections from now on) and cut everything."""
+        # shutdown() first: on Linux a plain close() leaves a socket that another thread is
+        # blocked in accept() on listening, and it would take one more connection.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self.cut()

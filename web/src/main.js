@@ -218,7 +218,7 @@ class App {
     const header = h(
       "header",
       { class: "topbar" },
-      h("a", { class: "brand", href: "#/" }, icon(LEAF, "brand__mark"), h("span", {}, "Plantnotify")),
+      h("a", { class: "brand", href: "#/", "aria-label": "Plantnotify" }, icon(LEAF, "brand__mark"), h("span", { class: "brand__text" }, "Plantnotify")),
       h("div", { class: "topbar__spacer" }),
       this.connection,
       this.alertsButton,

@@ -75,7 +75,7 @@ def test_cut_during_a_fresh_connection_is_not_retried_forever(api_rabbitmq_url: 
     publisher = JobPublisher(api_rabbitmq_url.replace(f":{parts.port}/", f":{proxy.port}/"))
     with pytest.raises(QueueUnavailable):
         publisher.publish(AnalysisJob(analysis_id="b3", user_id="u1"))
-    assert _jobs(api_rabbitmq_url) == []
+    assert "b3" not in [j.analysis_id for j in _jobs(api_rabbitmq_url)]
 
 
 def test_unreachable_rabbitmq_fails_fast(api_rabbitmq_url: str) -> None:

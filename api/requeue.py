@@ -1,0 +1,83 @@
+"""The job of every upload reaches RabbitMQ, even when the API dies at the wrong moment.
+
+An upload commits the analysis, publishes the job, then stamps ``queued_at``. A process killed
+between the commit and the confirm leaves a ``Processing`` analysis without ``queued_at`` whose
+job no worker will ever see. Every API instance sweeps for those (older than a grace period, so
+an upload in flight is never touched) and publishes their jobs. Each row is locked with
+``SKIP LOCKED`` while its job is published, so two API instances never both take it; a job
+published twice anyway (a crash after the confirm, before the stamp) is harmless: the worker
+skips an analysis that is leased or finished.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from plantnotify.amqp.publisher import JobPublisher
+from plantnotify.contracts.events import AnalysisStatus
+from plantnotify.contracts.queues import AnalysisJob
+from plantnotify.db.models import Analysis
+from plantnotify.logs import get_logger
+
+log = get_logger("plantnotify.api.requeue")
+
+REQUEUE_GRACE_SECONDS = 60.0
+REQUEUE_INTERVAL_SECONDS = 30.0
+BATCH = 100
+
+_PROCESSING = AnalysisStatus.PROCESSING.value
+
+
+def mark_queued(sessions: sessionmaker[Session], analysis_id: str) -> None:
+    with sessions() as session, session.begin():
+        session.execute(
+            update(Analysis).where(Analysis.id == analysis_id).values(queued_at=func.now())
+        )
+
+
+def requeue_unqueued(
+    sessions: sessionmaker[Session],
+    publisher: JobPublisher,
+    *,
+    grace_seconds: float = REQUEUE_GRACE_SECONDS,
+    limit: int = BATCH,
+) -> int:
+    """Publish the jobs of analyses that were stored but never confirmed queued.
+
+    Returns how many were published; ``QueueUnavailable`` propagates (the next sweep retries).
+    """
+    cutoff = func.now() - timedelta(seconds=grace_seconds)
+    unqueued = (
+        (Analysis.status == _PROCESSING)
+        & Analysis.queued_at.is_(None)
+        & (Analysis.created_at < cutoff)
+    )
+    with sessions() as session:
+        candidates = list(
+            session.scalars(
+                select(Analysis.id).where(unqueued).order_by(Analysis.created_at).limit(limit)
+            )
+        )
+    published = 0
+    for analysis_id in candidates:
+        with sessions() as session, session.begin():
+            row = session.execute(
+                select(Analysis.id, Analysis.user_id)
+                .where(Analysis.id == analysis_id, unqueued)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                continue  # queued meanwhile, finished, or another API instance has it
+            publisher.publish(AnalysisJob(analysis_id=row.id, user_id=row.user_id))
+            session.execute(
+                update(Analysis).where(Analysis.id == row.id).values(queued_at=func.now())
+            )
+        published += 1
+        log.warning(
+            "queued the job of an analysis whose upload never confirmed it",
+            extra={"analysis_id": analysis_id},
+        )
+    return published

@@ -1,0 +1,247 @@
+"""The N8N webhook (contract §5): one HTTP POST per attempt, retried with back-off.
+
+Outcomes are data, not exceptions: :class:`N8nAnswer` (a JSON object came back) or
+:class:`N8nFailure` with a readable message and whether another attempt may help. Messages
+name what happened, never the URL (it may carry a secret path) and never a stack trace.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from plantnotify.contracts.events import truncate
+from plantnotify.settings import Settings
+from worker import metrics
+
+log = logging.getLogger("plantnotify.worker.n8n")
+
+MAX_RESPONSE_BYTES = 1024 * 1024  # a result is a small JSON object; refuse anything huge
+MAX_RETRY_AFTER_SECONDS = 300.0
+STANDIN_WEBHOOK_PATH = "/webhook/plant-analysis"
+
+
+def n8n_url(settings: Settings) -> str:
+    """The real N8N webhook when ``N8N_WEBHOOK_URL`` is set, else the local stand-in."""
+    if settings.n8n_webhook_url:
+        return settings.n8n_webhook_url
+    return f"http://127.0.0.1:{settings.standin_port}{STANDIN_WEBHOOK_PATH}"
+
+
+class Cancelled(Exception):
+    """The worker is shutting down; the job goes back to RabbitMQ un-acked."""
+
+
+@dataclass(frozen=True, slots=True)
+class N8nRequest:
+    analysis_id: str
+    user_id: str
+    crop_type: str | None
+    mime_type: str
+    image: bytes
+    image_url: str
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "analysisId": self.analysis_id,
+            "userId": self.user_id,
+            "cropType": self.crop_type,
+            "mimeType": self.mime_type,
+            "imageBase64": base64.b64encode(self.image).decode("ascii"),
+            "imageUrl": self.image_url,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class N8nAnswer:
+    """A 2xx JSON object: the whole object, plus the fields the events carry."""
+
+    result: dict[str, Any]
+    crop_type: str | None
+    primary_concern: str | None
+    overall_health_score: int | None
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class N8nFailure:
+    message: str
+    transient: bool
+    kind: str  # for metrics: timeout, connection, http_5xx, http_4xx, not_json, not_object...
+    retry_after: float | None = None
+    attempts: int = 1
+
+
+def interpret(result: dict[str, Any]) -> N8nAnswer:
+    """Read the fields we know from a result object; anything odd is left out, not fatal."""
+    crop = result.get("cropType")
+    concern = result.get("primaryConcern")
+    score = result.get("overallHealthScore")
+    health: int | None = None
+    if isinstance(score, int | float) and not isinstance(score, bool) and 0 <= score <= 100:
+        health = round(score)
+    elif score is not None:
+        log.warning("N8N overallHealthScore ignored: not a number in 0..100")
+    return N8nAnswer(
+        result=result,
+        crop_type=truncate(crop.strip(), 64) if isinstance(crop, str) and crop.strip() else None,
+        primary_concern=truncate(concern.strip(), 200)
+        if isinstance(concern, str) and concern.strip()
+        else None,
+        overall_health_score=health,
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _json_type(value: object) -> str:
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if value is None:
+        return "null"
+    return "number"
+
+
+class N8nClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        max_attempts: int,
+        backoff: float,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            headers={"User-Agent": "plantnotify-worker"},
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def delay(self, attempt: int, failure: N8nFailure) -> float:
+        """Exponential back-off with jitter; a server's Retry-After is a floor."""
+        base = self.backoff * (2 ** (attempt - 1))
+        delay = base * random.uniform(0.5, 1.5)
+        if failure.retry_after is not None:
+            delay = max(delay, failure.retry_after)
+        return delay
+
+    def analyse(self, request: N8nRequest, cancel: threading.Event) -> N8nAnswer | N8nFailure:
+        """Call until an answer, a permanent failure, or the attempts are used up.
+
+        Raises :class:`Cancelled` when ``cancel`` is set while waiting to retry.
+        """
+        body = request.body()
+        attempt = 0
+        while True:
+            attempt += 1
+            outcome = self.attempt(body)
+            if isinstance(outcome, N8nAnswer):
+                return N8nAnswer(
+                    outcome.result,
+                    outcome.crop_type,
+                    outcome.primary_concern,
+                    outcome.overall_health_score,
+                    attempts=attempt,
+                )
+            metrics.N8N_FAILURES.labels(kind=outcome.kind).inc()
+            if not outcome.transient or attempt >= self.max_attempts:
+                suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
+                return N8nFailure(
+                    truncate(outcome.message + suffix, 300),
+                    outcome.transient,
+                    outcome.kind,
+                    attempts=attempt,
+                )
+            delay = self.delay(attempt, outcome)
+            log.warning(
+                "N8N attempt %d/%d failed: %s; retrying in %.2fs",
+                attempt,
+                self.max_attempts,
+                outcome.message,
+                delay,
+            )
+            if cancel.wait(delay):
+                raise Cancelled("shutting down while waiting to retry N8N")
+
+    def attempt(self, body: dict[str, Any]) -> N8nAnswer | N8nFailure:
+        started = time.monotonic()
+        try:
+            response = self._http.post(self.url, json=body)
+            content = response.content
+        except httpx.TimeoutException:
+            return N8nFailure(
+                f"The analysis service did not answer within {self.timeout:g} s.",
+                True,
+                "timeout",
+            )
+        except httpx.TransportError as exc:
+            return N8nFailure(
+                f"Could not reach the analysis service ({type(exc).__name__}).",
+                True,
+                "connection",
+            )
+        finally:
+            metrics.N8N_SECONDS.observe(time.monotonic() - started)
+        status = response.status_code
+        if status >= 500 or status == 429:
+            return N8nFailure(
+                f"The analysis service is unavailable (HTTP {status}).",
+                True,
+                "http_5xx" if status >= 500 else "http_429",
+                retry_after=_retry_after(response),
+            )
+        if not 200 <= status < 300:
+            return N8nFailure(
+                f"The analysis service refused the image (HTTP {status}).", False, "http_4xx"
+            )
+        if len(content) > MAX_RESPONSE_BYTES:
+            return N8nFailure("The analysis service answered with too much data.", False, "large")
+        try:
+            parsed = json.loads(content)
+        except (ValueError, UnicodeDecodeError):
+            return N8nFailure(
+                "The analysis service answered with something that is not JSON.",
+                False,
+                "not_json",
+            )
+        if not isinstance(parsed, dict):
+            return N8nFailure(
+                f"The analysis service answered with a JSON {_json_type(parsed)}, not an object.",
+                False,
+                "not_object",
+            )
+        return interpret(parsed)
