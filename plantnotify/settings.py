@@ -150,6 +150,9 @@ class Settings(BaseSettings):
         None, description="Base URL replacing https://fcm.googleapis.com (emulator, tests)."
     )
     fcm_emulator_port: int = Field(8200, description="Port of the local FCM emulator.")
+    fcm_emulator_host: str = Field(
+        "127.0.0.1", description="Address the FCM emulator binds to (`0.0.0.0` in containers)."
+    )
     fallback_grace_seconds: float = Field(
         10.0, ge=0, description="Wait for a receipt before pushing to a live user."
     )
