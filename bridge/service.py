@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from firebase_admin import messaging
+from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
 from bridge import metrics
@@ -58,7 +59,7 @@ from plantnotify.contracts.topics import (
     bridge_sync_topic,
     parse_topic,
 )
-from plantnotify.db.session import make_engine, session_factory
+from plantnotify.db.session import session_factory
 from plantnotify.logs import log_context
 from plantnotify.mqtt import (
     ConnectionState,
@@ -132,7 +133,16 @@ class Bridge:
                 settings.bridge_lease_seconds,
                 settings.fcm_http_timeout_seconds,
             )
-        self._engine = make_engine(settings.database_url, pool_size=settings.fcm_concurrency + 2)
+        # No pre-ping: it is a round trip per checkout on the hot path. A connection that died
+        # (PostgreSQL restarted) fails one statement, is invalidated by SQLAlchemy, and the loop
+        # retries after a second.
+        self._engine = create_engine(
+            settings.database_url,
+            pool_size=settings.fcm_concurrency + 2,
+            max_overflow=settings.fcm_concurrency,
+            pool_pre_ping=False,
+            pool_recycle=600,
+        )
         self.store = Store(session_factory(self._engine), self.instance)
         self.sender: Sender = sender or FcmSender(
             resolve(settings), timeout=settings.fcm_http_timeout_seconds
@@ -474,16 +484,19 @@ class Bridge:
 
     def _tick(self) -> None:
         now = utcnow()
-        if self._synced_once or time.monotonic() >= self._hold_until:
-            self._decide(now)
+        if (self._synced_once or time.monotonic() >= self._hold_until) and self._decide(now):
+            self._wake_senders()  # new deliveries: do not wait for the next query
         nxt = self.store.next_due()
         if nxt is not None and nxt <= utcnow():
             self._wake_senders()  # new deliveries, or a retry that fell due
         wait = self.poll if nxt is None else (nxt - utcnow()).total_seconds()
         self._next_check = time.monotonic() + max(0.0, min(self.poll, wait))
 
-    def _decide(self, now: datetime) -> None:
+    def _decide(self, now: datetime) -> bool:
+        """Settle due decisions; True when some of them created deliveries."""
+        pushed = False
         for f in self.store.process_due(now, self.grace, self.picture.live):
+            pushed = pushed or f.devices > 0
             metrics.DECISIONS.labels(f.state).inc()
             metrics.DECISION_LATENCY.labels(f.state).observe(
                 max(0.0, (now - f.published_at).total_seconds())
@@ -496,6 +509,7 @@ class Bridge:
                 f.reason,
                 extra={"event_id": f.event_id, "user_id": f.user_id, "devices": f.devices},
             )
+        return pushed
 
     def _wake_senders(self) -> None:
         with self._work:
