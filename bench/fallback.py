@@ -58,6 +58,8 @@ from plantnotify.db.session import drop_database, engine_for, migrate, session_f
 from plantnotify.mqtt import ConnectOptions, Credentials, MqttClient  # noqa: E402
 from plantnotify.settings import Settings, load_settings  # noqa: E402
 
+GRACE = 2.0  # FALLBACK_GRACE_SECONDS of the benchmark's bridge (the failure cases use it)
+
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
@@ -136,7 +138,7 @@ def main() -> int:
         mqtt_ws_port=ws_port,
         mqtt_data_dir=tmp / "mosquitto",
         fcm_endpoint=emulator,
-        fallback_grace_seconds=10,
+        fallback_grace_seconds=GRACE,
         log_level="WARNING",
     )
     migrate(db_url)
@@ -159,19 +161,28 @@ def main() -> int:
         )
         wait_http(f"{emulator}/healthz")
         bridge_log = tmp / "bridge.log"
-        procs.append(
-            subprocess.Popen(
+
+        def start_bridge() -> subprocess.Popen[bytes]:
+            synced = (
+                bridge_log.read_text(errors="replace").count("session picture in sync")
+                if (bridge_log.exists())
+                else 0
+            )
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "plantnotify.cli", "bridge", "--no-metrics"],
                 env=env_for(settings, LOG_LEVEL="INFO", BRIDGE_INSTANCE="bench"),
-                stdout=bridge_log.open("wb"),
+                stdout=bridge_log.open("ab"),
                 stderr=subprocess.STDOUT,
             )
-        )
-        deadline = time.monotonic() + 60
-        while "session picture in sync" not in bridge_log.read_text(errors="replace"):
-            if time.monotonic() > deadline or procs[-1].poll() is not None:
-                raise SystemExit("the bridge did not start:\n" + bridge_log.read_text()[-3000:])
-            time.sleep(0.1)
+            procs.append(proc)
+            deadline = time.monotonic() + 60
+            while bridge_log.read_text(errors="replace").count("session picture in sync") <= synced:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise SystemExit("the bridge did not start:\n" + bridge_log.read_text()[-3000:])
+                time.sleep(0.05)
+            return proc
+
+        bridge_proc = start_bridge()
 
         publisher = service_client(settings, "bench-worker")
         watcher_times: dict[str, float] = {}
@@ -350,7 +361,163 @@ def main() -> int:
             )
             phases(burst)
 
-        # 3. baseline: firebase-admin straight to the emulator, 8 threads
+        # 3. failure cases, one at a time: what happens, measured
+        print(f"\nfailure cases (FALLBACK_GRACE_SECONDS={GRACE:g}; times from the publish):")
+
+        def one_user(prefix: str = "ok-") -> tuple[str, str]:
+            user = "f" + secrets.token_hex(5)
+            token = prefix + secrets.token_hex(8)
+            with factory.begin() as s:
+                s.add(Device(token=token, user_id=user, platform="android"))
+            return user, token
+
+        def one_event(user: str) -> AnalysisCompleted:
+            e = AnalysisCompleted(analysis_id=secrets.token_hex(8), user_id=user, image_url="/i")
+            with factory.begin() as s:
+                s.add(
+                    EventRow(
+                        id=e.event_id,
+                        user_id=user,
+                        analysis_id=e.analysis_id,
+                        type=str(e.event),
+                        payload=e.to_wire(),
+                        expires_at=utcnow() + timedelta(days=1),
+                    )
+                )
+            return e
+
+        def until(check: Any, timeout: float = 30) -> float:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if check():
+                    return time.time()
+                time.sleep(0.01)
+            return float("nan")
+
+        def emulator_attempts(token: str) -> list[dict[str, Any]]:
+            with urllib.request.urlopen(f"{emulator}/attempts", timeout=10) as r:  # noqa: S310
+                return [a for a in json.load(r) if a.get("token") == token]
+
+        def delivered(token: str) -> bool:
+            return any(a["status"] == 200 for a in emulator_attempts(token))
+
+        def decision_state(eid: str) -> str | None:
+            with factory() as s:
+                return s.execute(
+                    select(PushDecision.state).where(PushDecision.event_id == eid)
+                ).scalar()
+
+        def phone(user: str) -> MqttClient:
+            def creds() -> Credentials:
+                return Credentials(user, mint_mqtt_token(settings.mqtt_signer, user, 600))
+
+            c = MqttClient(
+                ConnectOptions(
+                    host=settings.mqtt_host,
+                    port=settings.mqtt_port,
+                    client_id=f"{user}-phone",
+                    credentials=creds,
+                    subscriptions=[(f"users/{user}/analyses/+", 1)],
+                )
+            ).start()
+            c.wait_connected(10)
+            time.sleep(0.5)  # the plugin's session snapshot reaches the bridge
+            return c
+
+        def report(name: str, text: str) -> None:
+            print(f"  {name:<30} {text}")
+
+        user, token = one_user("dead-")
+        t0 = publish(one_event(user))
+        with factory() as s:
+            gone = until(lambda: s.get(Device, token) is None and not s.expire_all())
+        report("dead token (404 UNREGISTERED)", f"device removed after {gone - t0:.2f} s")
+
+        user, token = one_user("quota-")
+        t0 = publish(one_event(user))
+        done = until(lambda: delivered(token))
+        tries = emulator_attempts(token)
+        gap = tries[1]["at"] - tries[0]["at"] if len(tries) > 1 else float("nan")
+        report(
+            "quota (429, Retry-After: 1)",
+            f"{len(tries)} attempts {gap:.2f} s apart; delivered after {done - t0:.2f} s",
+        )
+
+        user, token = one_user("flaky-")
+        t0 = publish(one_event(user))
+        done = until(lambda: delivered(token))
+        report("FCM 503 once", f"retried with back-off; delivered after {done - t0:.2f} s")
+
+        user, token = one_user("exhaust-")
+        t0 = publish(one_event(user))
+        with factory() as s:
+            ended = until(
+                lambda: (
+                    not s.expire_all()
+                    and s.execute(
+                        select(PushDelivery.status).where(PushDelivery.device_token == token)
+                    ).scalar()
+                    == "exhausted"
+                ),
+                timeout=120,
+            )
+        report(
+            "quota never clears",
+            f"{len(emulator_attempts(token))} attempts, 'exhausted' after {ended - t0:.2f} s; "
+            "device kept",
+        )
+
+        user, token = one_user()
+        c = phone(user)
+        e = one_event(user)
+        t0 = publish(e)
+        c.publish(f"users/{user}/receipts", json.dumps({"eventId": e.event_id}).encode()).wait(5)
+        settled = until(lambda: decision_state(e.event_id) == "suppressed")
+        time.sleep(GRACE + 0.5)
+        report(
+            "live, confirms",
+            f"suppressed after {settled - t0:.2f} s; pushes: {len(emulator_attempts(token))}",
+        )
+        c.stop()
+
+        user, token = one_user()
+        c = phone(user)
+        t0 = publish(one_event(user))
+        done = until(lambda: delivered(token))
+        report("live, silent (or half-open)", f"pushed after {done - t0:.2f} s")
+        c.stop()
+
+        user, token = one_user()
+        c = phone(user)
+        t0 = publish(one_event(user))
+        time.sleep(0.3)
+        t_gone = time.time()
+        c.stop()
+        done = until(lambda: delivered(token))
+        report(
+            "live, disconnects mid-grace",
+            f"pushed {done - t_gone:.2f} s after the disconnect ({done - t0:.2f} s after publish)",
+        )
+
+        user, token = one_user()
+        c = phone(user)
+        t0 = publish(one_event(user))
+        time.sleep(0.3)
+        bridge_proc.kill()  # SIGKILL mid-grace
+        bridge_proc.wait(10)
+        time.sleep(GRACE + 1)
+        t_restart = time.time()
+        bridge_proc = start_bridge()
+        done = until(lambda: delivered(token))
+        time.sleep(1)
+        report(
+            "bridge SIGKILLed mid-grace",
+            f"pushed {done - t_restart:.2f} s after the restart began; "
+            f"pushes: {sum(1 for a in emulator_attempts(token) if a['status'] == 200)}",
+        )
+        c.stop()
+
+        # 4. baseline: firebase-admin straight to the emulator, 8 threads
         sa = ephemeral_service_account(f"{emulator}/token", settings.fcm_project_id, "bench@x.y")
         sender = FcmSender(FcmTarget(sa, emulator, ephemeral=True), timeout=10)
         msgs = [

@@ -69,6 +69,7 @@ from plantnotify.mqtt import (
     MqttClient,
     MqttError,
 )
+from plantnotify.service_mqtt import service_user
 from plantnotify.settings import Settings
 
 log = logging.getLogger("plantnotify.bridge")
@@ -114,7 +115,8 @@ class Bridge:
     ) -> None:
         self.settings = settings
         self.instance = instance_name(instance or settings.bridge_instance)
-        self.client_id = new_client_id(settings.bridge_mqtt_user, self.instance)
+        self.mqtt_user = service_user("bridge")  # svc-bridge (plantnotify/service_mqtt.py)
+        self.client_id = new_client_id(self.mqtt_user, self.instance)
         self.grace = timedelta(seconds=settings.fallback_grace_seconds)
         self.lookback = timedelta(seconds=settings.bridge_lookback_seconds)
         self.poll = settings.bridge_poll_seconds
@@ -192,7 +194,7 @@ class Bridge:
 
     def _credentials(self) -> Credentials:
         ttl = self.settings.service_token_ttl_seconds
-        user = self.settings.bridge_mqtt_user
+        user = self.mqtt_user
         token = mint_mqtt_token(self.settings.mqtt_signer, user, ttl, service=True)
         return Credentials(user, token, expires_at=time.time() + ttl)
 

@@ -173,9 +173,6 @@ class Settings(BaseSettings):
     fcm_ttl_seconds: int = Field(
         86400, ge=0, le=2_419_200, description="How long FCM keeps an undelivered push."
     )
-    bridge_mqtt_user: str = Field(
-        "plantnotify-bridge", description="Service identity (MQTT username) of the bridge."
-    )
     bridge_instance: str | None = Field(
         None, description="Stable name of this bridge (MQTT client id suffix); default host-pid."
     )
