@@ -8,6 +8,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+
+from plantnotify.logs import get_logger
+
+log = get_logger("plantnotify.api.errors")
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -47,5 +52,17 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return JSONResponse(
+        status_code=503,
+        content={"detail": "The database is unavailable right now; try again in a minute"},
+        headers={"Retry-After": "30"},
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    # Connection-level database failures (server down, restarting, too many clients) are an
+    # outage, not a bug: 503 with Retry-After instead of a bare 500.
+    app.add_exception_handler(OperationalError, _database_unavailable)

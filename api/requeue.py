@@ -6,7 +6,9 @@ job no worker will ever see. Every API instance sweeps for those (older than a g
 an upload in flight is never touched) and publishes their jobs. Each row is locked with
 ``SKIP LOCKED`` while its job is published, so two API instances never both take it; a job
 published twice anyway (a crash after the confirm, before the stamp) is harmless: the worker
-skips an analysis that is leased or finished.
+skips an analysis that is leased or finished. (An upload answered 503 because the database
+failed too, right after RabbitMQ refused the job, is left unqueued and is published here once
+both are back: it gets analysed although its client was told to retry.)
 """
 
 from __future__ import annotations

@@ -5,16 +5,22 @@
 1. **Outbox throughput**: N Completed events committed in PostgreSQL, then the outbox publisher
    started; time until every row is marked published (PUBACK seen). Baseline in the same run:
    the same N retained QoS-1 publishes straight from one MqttClient (no database).
-2. **N8N answer -> event on a subscriber**: ``--analyses`` jobs through RabbitMQ and an
-   in-process worker; a fake N8N records when it sent each 200 and a user's subscriber when
-   the AnalysisCompleted arrived. Baseline: publish -> receive on the same broker, no worker.
+2. **N8N answer -> event on a subscriber**: ``--analyses`` jobs through RabbitMQ and a
+   ``plantnotify worker`` process; a fake N8N records when it sent each 200 and a user's
+   subscriber when the AnalysisCompleted arrived. Baseline: publish -> receive on the same
+   broker, no worker.
 
 Uses its own PostgreSQL database, RabbitMQ vhost and Mosquitto (free ports); removes them after.
+
+``plantnotify bench --scenario e2e_latency`` measures the commit -> device part at stepped rates
+with devices on TCP and WebSocket; this script keeps the whole path from N8N's answer (through
+RabbitMQ, the job, the result transaction) that the issue asks to be measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import statistics
 import subprocess
@@ -29,9 +35,11 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from plantnotify.amqp.publisher import JobPublisher  # noqa: E402
 from plantnotify.broker.config import BrokerLayout, find_plugin  # noqa: E402
 from plantnotify.broker.process import BrokerProcess, free_port  # noqa: E402
 from plantnotify.contracts.events import AnalysisCompleted, EventType  # noqa: E402
+from plantnotify.contracts.queues import AnalysisJob  # noqa: E402
 from plantnotify.contracts.topics import analysis_topic  # noqa: E402
 from plantnotify.db.session import drop_database, migrate  # noqa: E402
 from plantnotify.logs import setup_logging  # noqa: E402
@@ -40,10 +48,10 @@ from plantnotify.service_mqtt import service_connect_options  # noqa: E402
 from plantnotify.settings import Settings, load_settings  # noqa: E402
 from tests.support.fake_n8n import FakeN8n  # noqa: E402
 from tests.support.worker import (  # noqa: E402
-    Queues,
     Subscriber,
     make_analysis,
     sessions_for,
+    settings_env,
     with_overrides,
 )
 from worker.outbox import OutboxPublisher  # noqa: E402
@@ -210,9 +218,14 @@ def baseline_latency(settings: Settings, samples: int) -> list[float]:
     return [got[t] - sent[t] for t in sent if t in got]
 
 
-def delivery_latency(settings: Settings, analyses: int) -> None:
-    from worker.service import Worker
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+def delivery_latency(settings: Settings, analyses: int, rate: float) -> None:
+    """The worker runs as its own process (``plantnotify worker``), as in production; the fake
+    N8N, the job publisher and the subscriber share this one."""
     fake = FakeN8n().start()
     fake.default = "slow:0.05"
     worker_settings = with_overrides(
@@ -221,10 +234,22 @@ def delivery_latency(settings: Settings, analyses: int) -> None:
         n8n_timeout_seconds=10,
         worker_concurrency=16,
         outbox_sweep_seconds=1.0,
+        metrics_port_worker=free_port(),
     )
-    worker = Worker(worker_settings).start()
-    assert worker.wait_ready(20)
-    queues = Queues(settings.rabbitmq_url)
+    log_path = Path(tempfile.mkstemp(prefix="plantnotify-bench-worker-", suffix=".log")[1])
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "plantnotify.cli", "worker"],
+            env=settings_env(worker_settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    deadline = time.monotonic() + 60
+    while "worker ready" not in log_path.read_text():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the worker did not start:\n{log_path.read_text()[-2000:]}")
+        time.sleep(0.1)
     uid = "u-bench-latency"
     received: dict[str, float] = {}
     with Subscriber(settings, uid) as device:
@@ -239,22 +264,42 @@ def delivery_latency(settings: Settings, analyses: int) -> None:
             original(message)
 
         device.client._on_message = on_message  # type: ignore[assignment]
-        ids = []
-        for i in range(analyses):
-            aid, _ = make_analysis(settings, uid)
-            ids.append(aid)
-            queues.publish_job(aid, uid)
-            if i % 16 == 15:
-                time.sleep(0.1)  # arrive in waves, like uploads do
+        # Rows first, then the jobs through one confirmed publisher (the API's), so this
+        # process spends its time receiving, not connecting.
+        ids = [make_analysis(settings, uid)[0] for _ in range(analyses)]
+        cpu_before = _cpu_seconds(worker.pid)
+        publisher = JobPublisher(settings.rabbitmq_url, app_id="bench")
+        started = time.monotonic()
+        for i, aid in enumerate(ids):
+            # A steady upload rate (real analyses take minutes, so a worker is never saturated
+            # by arrivals; this measures the path, not a queue).
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            publisher.publish(AnalysisJob(analysis_id=aid, user_id=uid))
+        publisher.close()
         deadline = time.monotonic() + 120
         while len(received) < len(ids) and time.monotonic() < deadline:
             time.sleep(0.05)
-    worker.stop()
+    cpu = _cpu_seconds(worker.pid) - cpu_before
+    worker.terminate()
+    worker.wait(30)
     fake.stop()
     latencies = [received[a] - fake.answered_at[a] for a in ids if a in received]
+    # Where the time goes: N8N's answer -> the result transaction starts (the worker reads the
+    # answer, gets a connection) -> the subscriber has it (commit, wake-up, outbox, broker).
+    from tests.support.worker import event_rows
+
+    to_tx: list[float] = []
+    to_device: list[float] = []
+    for a in ids:
+        if a not in received:
+            continue
+        [row] = [r for r in event_rows(settings, a) if r.type == EventType.COMPLETED]
+        to_tx.append(row.created_at.timestamp() - fake.answered_at[a])
+        to_device.append(received[a] - row.created_at.timestamp())
     base = baseline_latency(settings, analyses)
     print(
-        f"\n2. N8N answer -> AnalysisCompleted on a user's subscriber ({len(latencies)} analyses)"
+        f"\n2. N8N answer -> AnalysisCompleted on a user's subscriber ({len(latencies)} analyses, "
+        f"{rate:g} uploads/s, N8N answers after 50 ms)"
     )
     print(
         f"   baseline: publish -> receive, no worker  median {ms(statistics.median(base))}  "
@@ -265,6 +310,15 @@ def delivery_latency(settings: Settings, analyses: int) -> None:
         f"p90 {ms(percentile(latencies, 90))}  p99 {ms(percentile(latencies, 99))}  "
         f"max {ms(max(latencies))}"
     )
+    print(
+        f"     of which: answer -> result transaction starts  median {ms(statistics.median(to_tx))}"
+        f"  p99 {ms(percentile(to_tx, 99))}"
+    )
+    print(
+        f"               transaction start -> on the device  median "
+        f"{ms(statistics.median(to_device))}  p99 {ms(percentile(to_device, 99))}"
+    )
+    print(f"   worker CPU: {cpu / len(ids) * 1000:.1f} ms per analysis (user + system)")
     if len(latencies) < len(ids):
         print(f"   MISSING: {len(ids) - len(latencies)} events did not arrive")
 
@@ -273,6 +327,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--analyses", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=10.0, help="uploads per second")
     args = parser.parse_args()
     setup_logging(None)
     import logging
@@ -280,7 +335,7 @@ def main() -> int:
     logging.getLogger().setLevel(logging.WARNING)
     with Environment() as settings:
         outbox_throughput(settings, args.events)
-        delivery_latency(settings, args.analyses)
+        delivery_latency(settings, args.analyses, args.rate)
     return 0
 
 

@@ -8,11 +8,13 @@
 3. Starts every part as a child process in its own process group, its output prefixed with
    its name, waits for each to be ready (a progress line), then prints the URLs, a demo
    account, a ready-to-paste ``mosquitto_sub`` line and an upload command.
-4. On Ctrl-C / SIGTERM (or when a part dies) it stops every process group it started,
-   newest first, SIGKILLing whatever does not stop in time. Nothing is left behind.
+4. On Ctrl-C / SIGTERM (or when a part dies) it stops every process group it started: first
+   the API, worker and bridge together, then what they use (broker, stand-ins), SIGKILLing
+   whatever does not stop in time. Nothing is left behind.
 
-Adding a part is one entry in :func:`stack` (a :class:`Part`); a part whose subcommand is not
-registered in ``plantnotify.cli.COMMANDS`` yet is skipped with a note.
+Adding a part is one entry in :func:`stack` (a :class:`Part`, ``tier=0`` if other parts use
+it); a part whose subcommand is not registered in ``plantnotify.cli.COMMANDS`` is skipped with
+a note.
 """
 
 from __future__ import annotations
@@ -146,6 +148,9 @@ class Part:
     name: str
     command: Sequence[str]
     ready: Callable[[], bool]
+    # Parts of a higher tier stop first, together; tier 0 (what others use: the broker, the
+    # N8N stand-in, the FCM emulator) stops last, so the worker can finish and publish.
+    tier: int = 1
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
@@ -160,13 +165,16 @@ class Stack:
 
 
 def stack(ctx: Stack) -> list[Part]:
-    """The parts in dependency order: started in this order, stopped in reverse (one at a
-    time, so the worker finishes and publishes before the broker and N8N go away).
-    Add a line to add a part."""
-    parts = [Part("broker", ["broker"], tcp_ready(ctx.ports["MQTT_PORT"]))]
+    """The parts in dependency order (started in this order). Add a line to add a part."""
+    parts = [Part("broker", ["broker"], tcp_ready(ctx.ports["MQTT_PORT"]), tier=0)]
     if not ctx.settings.n8n_webhook_url:
         parts.append(
-            Part("n8n-standin", ["n8n-standin"], http_ready(ctx.url("STANDIN_PORT", "/healthz")))
+            Part(
+                "n8n-standin",
+                ["n8n-standin"],
+                http_ready(ctx.url("STANDIN_PORT", "/healthz")),
+                tier=0,
+            )
         )
     if not ctx.settings.fcm_credentials_file:
         parts.append(
@@ -174,6 +182,7 @@ def stack(ctx: Stack) -> list[Part]:
                 "fcm-emulator",
                 ["fcm-emulator"],
                 http_ready(ctx.url("FCM_EMULATOR_PORT", "/healthz")),
+                tier=0,
             )
         )
     parts += [
@@ -295,23 +304,26 @@ class Supervisor:
         return list(pending)
 
     def stop(self) -> None:
-        """Stop the parts newest first: SIGTERM its process group, wait, SIGKILL if needed."""
+        """Stop tier by tier (highest first): SIGTERM each process group of the tier, wait for
+        them together, SIGKILL what does not stop in time (and anything left in its group)."""
         self.stopping.set()
-        for part in reversed(self.parts):
-            if part.process is None:
-                continue
-            if part.process.poll() is None:
-                _signal_group(part, signal.SIGTERM)
+        for tier in sorted({p.tier for p in self.parts}, reverse=True):
+            members = [p for p in reversed(self.parts) if p.tier == tier and p.process]
+            for part in members:
+                if part.process is not None and part.process.poll() is None:
+                    _signal_group(part, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            for part in members:
+                assert part.process is not None
                 try:
-                    part.process.wait(STOP_TIMEOUT)
+                    part.process.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     self.console.line(
                         f"{part.name} did not stop in {STOP_TIMEOUT:.0f}s; killing it"
                     )
-            # Whatever is left in its group (the part, or a child it started) is killed.
-            _signal_group(part, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                part.process.wait(5)
+                _signal_group(part, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    part.process.wait(5)
         for pump in self._pumps:
             pump.join(2)
 
@@ -384,9 +396,9 @@ def demo_image(path: Path) -> Path:
         img = Image.new("RGB", (480, 360), (235, 235, 228))
         draw = ImageDraw.Draw(img)
         draw.ellipse((60, 40, 420, 320), fill=(52, 140, 48))
-        for i in range(9):
-            x, y = 110 + (i * 71) % 240, 80 + (i * 47) % 180
-            draw.ellipse((x, y, x + 34, y + 28), fill=(112, 72, 34))
+        for i in range(14):
+            x, y = 100 + (i * 71) % 250, 70 + (i * 47) % 190
+            draw.ellipse((x, y, x + 42, y + 36), fill=(112, 72, 34))
         img.save(path, "PNG")
     return path
 

@@ -71,7 +71,16 @@ def run(args: argparse.Namespace) -> int:
                 settings.startup_timeout_seconds,
             )
             return 1
-        metrics.serve(settings.metrics_port_worker, settings.metrics_host)
+        try:
+            metrics.serve(settings.metrics_port_worker, settings.metrics_host)
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on %s:%d (%s); set METRICS_PORT_WORKER (0 turns it off)",
+                settings.metrics_host,
+                settings.metrics_port_worker,
+                exc.strerror,
+            )
+            return 2
         log.info("worker ready", extra={"owner": worker.owner})
         while not stop.wait(1.0):
             pass

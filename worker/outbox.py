@@ -205,7 +205,12 @@ class OutboxPublisher:
         assert conn is not None
         done = self._step()
         while not self._stop.is_set():
-            timeout = self._sweep if done else 0.2
+            # psycopg2 reads NOTIFYs off the socket whenever it runs a query, so one that
+            # arrived while the last step ran its queries sits in conn.notifies and select()
+            # will not wake for it; its event may have committed after the step's last SELECT
+            # (the bench saw such events wait for the sweep, 5 s). Step again at once then.
+            timeout = 0.0 if conn.notifies else (self._sweep if done else 0.2)
+            conn.notifies.clear()
             readable, _, _ = select.select([conn, self._wake_r], [], [], timeout)
             if conn in readable:
                 conn.poll()  # raises if the connection (and so the leadership) is gone
@@ -216,7 +221,7 @@ class OutboxPublisher:
                         pass
                 except BlockingIOError:
                     pass
-            if not readable:
+            if not readable and timeout > 0:
                 # Quiet: check the connection (and our lock) is still alive.
                 with conn.cursor() as cur:
                     cur.execute("SELECT 1")

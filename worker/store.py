@@ -75,6 +75,13 @@ class Outcome:
     error_message: str | None = None
 
 
+def _relaxed(session: Session) -> None:
+    """This transaction need not wait for the WAL flush: claims and progress stages are
+    re-done by the next attempt if a database crash loses them. Results always wait: the job is
+    acked after their commit."""
+    session.execute(text("SET LOCAL synchronous_commit = off"))
+
+
 def add_event(session: Session, event: AnyEvent, expiry_seconds: int) -> EventRow:
     """Stage ``event`` as an outbox row in the caller's transaction."""
     row = EventRow(
@@ -111,6 +118,7 @@ class JobStore:
 
     def claim(self, analysis_id: str, user_id: str) -> Claim:
         with transaction(self.sessions) as s:
+            _relaxed(s)
             found = s.execute(
                 select(Analysis, func.now()).where(Analysis.id == analysis_id).with_for_update()
             ).one_or_none()
@@ -135,6 +143,8 @@ class JobStore:
                     f"The analysis was interrupted {row.attempts} times and was given up; "
                     "please upload the image again."
                 )
+                # A result: the job is acked after this commit, so it must be durable.
+                s.execute(text("SET LOCAL synchronous_commit = on"))
                 event = self._finish_row(s, row, Outcome(completed=False, error_message=message))
                 return Claim(ClaimState.EXHAUSTED, events=(event,))
             row.lease_owner = self.owner
@@ -156,6 +166,7 @@ class JobStore:
     def progress(self, work: Work, progress: int, stage: str) -> AnalysisProgress | None:
         """Record a progress stage (once per analysis); None when not ours or already recorded."""
         with transaction(self.sessions) as s:
+            _relaxed(s)
             row = self._ours(s, work.analysis_id)
             if row is None:
                 return None

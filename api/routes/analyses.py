@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.deps import Caller, SessionDep, SettingsDep, StateDep
@@ -194,7 +195,14 @@ async def upload(
             "try the upload again in a minute",
             headers={"Retry-After": "30"},
         ) from None
-    await run_in_threadpool(mark_queued, state.sessions, analysis_id)
+    try:
+        await run_in_threadpool(mark_queued, state.sessions, analysis_id)
+    except SQLAlchemyError as exc:
+        # The job is queued, so the answer is 202. Without the stamp the requeue sweep
+        # publishes it once more later: a duplicate the worker skips, never a lost job.
+        log.warning(
+            "could not stamp queued_at: %s", type(exc).__name__, extra={"analysis_id": analysis_id}
+        )
     metrics.upload("accepted")
     log.info(
         "analysis queued",

@@ -8,7 +8,6 @@ clients (connections / wall time from the first attempt to the last CONNACK).
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 from plantnotify.bench.brokers import RunningBroker
@@ -28,14 +27,23 @@ def hold_connections(
     credentials: dict[str, Any],
     user_prefix: str,
     concurrency: int = 64,
+    churn: bool = False,
+    per_agent: int = PER_AGENT,
+    **options: Any,
 ) -> dict[str, Any]:
     """Open ``n`` connections (credentials: ``mode`` jwt/password plus its fields), measure,
-    check they are alive, close them."""
-    agents_n = max(1, math.ceil(n / PER_AGENT))
-    agents = [ctx.agent("holder", f"{label}-holder{i}") for i in range(agents_n)]
+    check they are alive, close them. With ``churn`` each connection disconnects right after
+    its CONNACK (a connect+auth rate at a steady broker size); ``options`` go to the agents
+    (``per_user``, ``subscribe``)."""
+    agents_n = max(1, math.ceil(n / per_agent))
+    agents = ctx.holders(agents_n)
+    # A no-op round trip: every agent has finished starting before anything is timed.
+    for agent in agents:
+        agent.send("close")
+    for agent in agents:
+        agent.recv(timeout=120)
     share = [n // agents_n + (1 if i < n % agents_n else 0) for i in range(agents_n)]
-    time.sleep(0.3)
-    rss0 = settle_rss(broker.pid, 0.5)
+    rss0 = broker.rss_kib() if churn else settle_rss(broker.pid, 0.5)
     cpu0 = broker.cpu_seconds()
     first = 0
     for agent, count in zip(agents, share, strict=True):
@@ -46,13 +54,16 @@ def hold_connections(
             first=first,
             count=count,
             concurrency=concurrency,
+            source_ip=ctx.source_ip(),
+            churn=churn,
             **credentials,
+            **options,
         )
         first += count
     answers = [a.recv(timeout=600) for a in agents]
     cpu1 = broker.cpu_seconds()
-    rss1 = settle_rss(broker.pid, 1.0)
-    alive = sum(a.call("ping", timeout=120)["alive"] for a in agents)
+    rss1 = broker.rss_kib() if churn else settle_rss(broker.pid, 1.0)
+    alive = 0 if churn else sum(a.call("ping", timeout=120)["alive"] for a in agents)
     opened = sum(x["opened"] for x in answers)
     failed = sum(x["failed"] for x in answers)
     errors: dict[str, int] = {}

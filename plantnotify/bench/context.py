@@ -14,11 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from plantnotify.bench.agent import Agent
 from plantnotify.contracts.claims import DEFAULT_MQTT_AUDIENCE
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,6 +34,10 @@ class BenchContext:
     audience: str = DEFAULT_MQTT_AUDIENCE
     _cleanups: list[Callable[[], None]] = field(default_factory=list)  # end of the scenario
     _finals: list[Callable[[], None]] = field(default_factory=list)  # end of the run
+    _source_ips: int = 0
+    _run_scope: bool = False
+    _shared: dict[str, Any] = field(default_factory=dict)
+    _holders: list[Agent] = field(default_factory=list)
     _database: Future[str] | None = None
     _vhost: Future[str] | None = None
 
@@ -43,13 +49,38 @@ class BenchContext:
         return quick if self.quick else full
 
     def on_close(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` when the current scenario ends (stop its brokers, agents, services)."""
-        self._cleanups.append(fn)
+        """Run ``fn`` when the current scenario ends (stop its brokers, agents, services), or
+        at the end of the run for what :meth:`shared` starts."""
+        (self._finals if self._run_scope else self._cleanups).append(fn)
+
+    def shared(self, key: str, start: Callable[[], T]) -> T:
+        """Something several scenarios use (our broker, the worker): started by the first
+        that asks, kept until the end of the run. Starting them costs seconds each."""
+        if key not in self._shared:
+            self._run_scope = True
+            try:
+                self._shared[key] = start()
+            finally:
+                self._run_scope = False
+        return self._shared[key]
 
     def agent(self, module: str, name: str, env: dict[str, str] | None = None) -> Agent:
         agent = Agent(f"plantnotify.bench.agents.{module}", name, self.log_dir, env=env)
         self.on_close(agent.close)
         return agent
+
+    def holders(self, n: int) -> list[Agent]:
+        """``n`` connection agents, kept for the whole scenario: starting one costs seconds."""
+        while len(self._holders) < n:
+            agent = self.agent("holder", f"holder{len(self._holders)}")
+            self._holders.append(agent)
+        return self._holders[:n]
+
+    def source_ip(self) -> str:
+        """A loopback address no client of this run has used yet (see LeanClient.start)."""
+        n = self._source_ips
+        self._source_ips += 1
+        return f"127.1.{n // 250}.{n % 250 + 1}"
 
     def scratch(self, name: str) -> Path:
         path = self.work_dir / name
@@ -104,6 +135,7 @@ class BenchContext:
 
     def end_scenario(self) -> None:
         _run_all(self._cleanups)
+        self._holders.clear()
 
     def close(self) -> None:
         _run_all(self._cleanups)

@@ -8,11 +8,13 @@ the moment its bytes arrived. See ``mqttwire`` for why the bench does not use pa
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Callable
 
 from plantnotify.bench import mqttwire as w
 
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 OnPublish = Callable[[str, bytes, int], None]  # topic, payload, arrival (monotonic ns)
 
 
@@ -134,9 +136,29 @@ class LeanClient(asyncio.Protocol):
         *,
         subscribe: list[str] | None = None,
         keepalive: int = 900,
+        source_ip: str | None = None,
     ) -> None:
-        """Connect (and subscribe, QoS 1); raises on refusal."""
-        await self.loop.create_connection(lambda: self, self.host, self.port)
+        """Connect (and subscribe, QoS 1); raises on refusal.
+
+        ``source_ip`` (any 127.x.y.z) gives the connection its own ephemeral-port space: one
+        source address has ~28,000 ports, half of them preferred by connect(), and ports of
+        closed connections stay in TIME_WAIT for a minute, so tens of thousands of connections
+        from 127.0.0.1 alone make every connect() search for a port.
+        """
+        if source_ip is None:
+            await self.loop.create_connection(lambda: self, self.host, self.port)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                # Choose the port at connect() (per 4-tuple), not at bind() (per address).
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((source_ip, 0))
+                sock.setblocking(False)
+                await self.loop.sock_connect(sock, (self.host, self.port))
+            except BaseException:
+                sock.close()
+                raise
+            await self.loop.create_connection(lambda: self, sock=sock)
         await self.opened
         self.send(w.connect_packet(client_id, username, password, keepalive, self.protocol))
         code = await self.connack

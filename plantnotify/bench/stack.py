@@ -46,11 +46,17 @@ def start_mosquitto_variant(
     *,
     password_file: Path | None = None,
     plugin_options: dict[str, str | None] | None = None,
+    **settings_overrides: Any,
 ) -> RunningBroker:
     data_dir = ctx.scratch(name)
     port, ws_port = free_port(), free_port()
     settings = bench_settings(
-        ctx, mqtt_host="127.0.0.1", mqtt_port=port, mqtt_ws_port=ws_port, mqtt_data_dir=data_dir
+        ctx,
+        mqtt_host="127.0.0.1",
+        mqtt_port=port,
+        mqtt_ws_port=ws_port,
+        mqtt_data_dir=data_dir,
+        **settings_overrides,
     )
     layout = BrokerLayout(
         port=port,
@@ -168,3 +174,47 @@ def start_service(
     ctx.on_close(service.stop)
     ctx.on_close(log.close)
     return service.wait_ready(timeout) if wait else service
+
+
+@dataclass
+class Stack:
+    """Our broker and one worker on a throwaway database and vhost, shared by the scenarios
+    that need the real pipeline (started by the first of them, stopped at the end of the run).
+    ``settings`` also reserves the ports of the services a scenario adds (API, bridge, FCM
+    emulator)."""
+
+    broker: RunningBroker
+    settings: Settings
+    worker: Service
+
+
+def our_stack(ctx: BenchContext) -> Stack:
+    def start() -> Stack:
+        database_url = ctx.database_url()
+        rabbitmq_url = ctx.rabbitmq_url()
+        broker = start_mosquitto_variant(ctx, "plugin", "stack-broker")
+        api_port = free_port()
+        settings = bench_settings(
+            ctx,
+            database_url=database_url,
+            rabbitmq_url=rabbitmq_url,
+            mqtt_host="127.0.0.1",
+            mqtt_port=broker.port,
+            mqtt_ws_port=broker.ws_port,
+            metrics_port_worker=free_port(),
+            metrics_port_bridge=free_port(),
+            fcm_emulator_port=free_port(),
+            api_port=api_port,
+            public_base_url=f"http://127.0.0.1:{api_port}",
+        )
+        worker = start_service(
+            ctx,
+            "worker",
+            ["worker"],
+            settings,
+            ready_port=settings.metrics_port_worker,
+            wait=False,
+        )
+        return Stack(broker, settings, worker)
+
+    return ctx.shared("stack", start)

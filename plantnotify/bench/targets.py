@@ -52,7 +52,11 @@ def _sustained(report: Report) -> tuple[float | None, str, bool | None]:
 def _memory(report: Report) -> tuple[float | None, str, bool | None]:
     plugin = report.metric("connections", "plugin_bytes_per_conn")
     plain = report.metric("connections", "plain_bytes_per_conn")
-    text = f"{_fmt(plugin, ' B', 0)} (plain Mosquitto {_fmt(plain, ' B', 0)})"
+    five = report.metric("connections", "plugin_5_per_user_bytes_per_conn")
+    text = (
+        f"{_fmt(plugin, ' B', 0)} with 1 device per user, {_fmt(five, ' B', 0)} with 5 "
+        f"(plain Mosquitto {_fmt(plain, ' B', 0)})"
+    )
     return plugin, text, None if plugin is None else plugin <= 1200
 
 

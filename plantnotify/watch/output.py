@@ -14,6 +14,8 @@ from plantnotify.contracts.events import (
 )
 
 AnyEvent = AnalysisCompleted | AnalysisFailed | AnalysisProgress
+# What analysers answer when they could not tell the crop.
+NO_CROP = frozenset({"", "unknown", "other", "none", "n/a", "unidentified"})
 
 
 class Output(Protocol):
@@ -66,7 +68,8 @@ class HumanLines:
     def event(self, event: AnyEvent, source: str) -> None:
         note = self.SOURCE_NOTE.get(source, f" ({source})")
         if isinstance(event, AnalysisCompleted):
-            parts = [(event.crop_type or "plant").capitalize()]
+            crop = (event.crop_type or "").strip()
+            parts = [crop.capitalize() if crop.lower() not in NO_CROP else "Plant"]
             if event.overall_health_score is not None:
                 parts.append(f"health {event.overall_health_score}/100")
             if event.primary_concern:

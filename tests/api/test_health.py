@@ -56,3 +56,12 @@ def test_metrics_are_prometheus_text_with_request_latency(client: TestClient) ->
     text = client.get("/metrics").text
     assert 'route="/api/v1/plantanalyses/{analysis_id}"' in text
     assert "some-id" not in text
+
+
+def test_database_down_is_503_not_500(make_settings: SettingsFactory) -> None:
+    down = make_settings(database_url=f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/x")
+    with TestClient(create_app(down), raise_server_exceptions=False) as c:
+        r = c.post("/api/v1/auth/login", json={"username": "someone", "password": "whatever"})
+        assert r.status_code == 503
+        assert r.headers["Retry-After"] == "30"
+        assert "database" in r.json()["detail"]

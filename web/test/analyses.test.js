@@ -57,3 +57,11 @@ test("a loopback WebSocket URL follows the host the page was opened on", () => {
   assert.equal(reachableWsUrl("ws://127.0.0.1:9001/mqtt", page("http://localhost:8000/")), "ws://127.0.0.1:9001/mqtt");
   assert.equal(reachableWsUrl("wss://mqtt.example.com/mqtt", page("https://app.example.com/")), "wss://mqtt.example.com/mqtt");
 });
+
+test("crop names read well, and an analyser's 'unknown' reads as a plant", async () => {
+  const { cropName } = await import("../src/ui/format.js");
+  assert.equal(cropName("tomato"), "Tomato");
+  assert.equal(cropName("bell_pepper"), "Bell pepper");
+  assert.equal(cropName("unknown"), "Plant");
+  assert.equal(cropName(null), "Plant");
+});

@@ -174,5 +174,30 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def bulk(args: dict[str, Any]) -> dict[str, Any]:
+    """Commit every prepared job in ONE transaction: a backlog the outbox then drains."""
+    jobs = _prepared.pop(str(args["prefix"]))
+    expiry = int(args.get("expiry_seconds", 7 * 86400))
+    conn = _connect()
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE analyses SET status = 'Completed', completed_at = now(), updated_at = now() "
+            "WHERE id = ANY(%s)",
+            ([aid for aid, _, _, _ in jobs],),
+        )
+        execute_values(
+            cur,
+            "INSERT INTO events (id, user_id, analysis_id, type, payload, expires_at) VALUES %s",
+            [(eid, uid, aid, "AnalysisCompleted", payload) for aid, uid, eid, payload in jobs],
+            template=f"(%s, %s, %s, %s, %s, now() + make_interval(secs => {expiry}))",
+            page_size=1000,
+        )
+        t0 = time.monotonic_ns()
+        conn.commit()
+        t1 = time.monotonic_ns()
+    conn.close()
+    return {"committed_ns": t1, "commit_ms": (t1 - t0) / 1e6, "count": len(jobs)}
+
+
 if __name__ == "__main__":
-    serve({"connect": connect, "prepare": prepare, "adopt": adopt, "run": run})
+    serve({"connect": connect, "prepare": prepare, "adopt": adopt, "run": run, "bulk": bulk})

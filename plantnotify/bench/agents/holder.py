@@ -1,7 +1,7 @@
 """Connection agent: opens many authenticated MQTT connections and holds them idle.
 
 One event loop, one :class:`LeanClient` per connection, credentials made before the clock
-starts: the agent must cost much less per connection than the broker, or it would measure
+starts (``open``: hold them; with ``churn``: CONNECT, CONNACK, DISCONNECT, next): the agent must cost much less per connection than the broker, or it would measure
 itself. Every process may hold at most 20,000 open files here, so the bench spreads the
 connections over several of these agents.
 """
@@ -14,10 +14,13 @@ import time
 from collections import Counter
 from typing import Any
 
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 from plantnotify.bench import mqttwire as w
 from plantnotify.bench.agent import serve
 from plantnotify.bench.leanclient import LeanClient, new_loop
 from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
+from plantnotify.contracts.topics import user_filter
 
 _loop = new_loop()
 _conns: list[LeanClient] = []
@@ -28,50 +31,88 @@ def derived_password(seed: str, user_id: str) -> str:
     return hashlib.sha256(f"{seed}:{user_id}".encode()).hexdigest()[:32]
 
 
-def _credentials(args: dict[str, Any]) -> list[tuple[str, str]]:
+def _credentials(args: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(client id, username, password) for connections first..first+count-1.
+
+    ``per_user`` connections share a user (client ids ``<user>-<k>``), like a user's devices.
+    """
     first, count = int(args["first"]), int(args["count"])
-    users = [f"{args['user_prefix']}{i}" for i in range(first, first + count)]
+    per_user = int(args.get("per_user", 1))
+    ids = []
+    for i in range(first, first + count):
+        user = f"{args['user_prefix']}{i // per_user}"
+        ids.append((user if per_user == 1 else f"{user}-{i % per_user}", user))
     mode = args["mode"]
     if mode == "jwt":
-        signer = MqttSigner(key=args["secret"], audience=args["audience"])
+        algorithm = args.get("algorithm", "HS256")
+        key: Any = args["secret"]
+        if algorithm != "HS256":
+            # PyJWT would parse the PEM again for every token (~50 ms each for RSA here).
+            key = load_pem_private_key(key.encode(), password=None)
+        signer = MqttSigner(key=key, audience=args["audience"], algorithm=algorithm)
         ttl = int(args.get("ttl", 3600))
-        return [(u, mint_mqtt_token(signer, u, ttl)) for u in users]
+        tokens = {u: mint_mqtt_token(signer, u, ttl) for _, u in ids}
+        return [(c, u, tokens[u]) for c, u in ids]
     if mode == "password":
-        return [(u, derived_password(args["seed"], u)) for u in users]
+        return [(c, u, derived_password(args["seed"], u)) for c, u in ids]
     raise ValueError(f"unknown mode {mode!r}")
 
 
 async def _open_one(
-    host: str, port: int, user: str, password: str, keepalive: int, limit: float
-) -> tuple[str, float]:
+    host: str,
+    port: int,
+    cred: tuple[str, str, str],
+    keepalive: int,
+    limit: float,
+    source_ip: str | None,
+    subscribe: bool,
+) -> tuple[str, float, LeanClient | None]:
+    client_id, user, password = cred
     t0 = time.monotonic()
     client = LeanClient(_loop, host=host, port=port, protocol=4)
     try:
         async with asyncio.timeout(limit):
-            await client.start(user, user, password, keepalive=keepalive)
+            await client.start(
+                client_id,
+                user,
+                password,
+                keepalive=keepalive,
+                source_ip=source_ip,
+                subscribe=[user_filter(user)] if subscribe else None,
+            )
     except ConnectionRefusedError as exc:
         client.close()
-        return f"refused: {str(exc).rsplit(': ', 1)[-1]}", 0.0
+        return f"refused: {str(exc).rsplit(': ', 1)[-1]}", 0.0, None
     except (OSError, TimeoutError, ValueError) as exc:
         client.close()
-        return f"{type(exc).__name__}: {exc}"[:80], 0.0
-    _conns.append(client)
-    return "ok", time.monotonic() - t0
+        return f"{type(exc).__name__}: {exc}"[:80], 0.0, None
+    return "ok", time.monotonic() - t0, client
 
 
-async def _open(args: dict[str, Any], creds: list[tuple[str, str]]) -> dict[str, Any]:
+async def _open(args: dict[str, Any], creds: list[tuple[str, str, str]]) -> dict[str, Any]:
     host, port = args.get("host", "127.0.0.1"), int(args["port"])
     keepalive = int(args.get("keepalive", 900))
     timeout = float(args.get("connect_timeout", 30))
+    source_ip = args.get("source_ip")
+    subscribe = bool(args.get("subscribe", False))
+    churn = bool(args.get("churn", False))
     sem = asyncio.Semaphore(int(args.get("concurrency", 64)))
 
-    async def guarded(user: str, password: str) -> tuple[str, float]:
+    async def guarded(cred: tuple[str, str, str]) -> tuple[str, float]:
         async with sem:
-            return await _open_one(host, port, user, password, keepalive, timeout)
+            outcome, seconds, client = await _open_one(
+                host, port, cred, keepalive, timeout, source_ip, subscribe
+            )
+            if client is not None:
+                if churn:
+                    client.close()  # connect, authenticate, DISCONNECT, next
+                else:
+                    _conns.append(client)
+            return outcome, seconds
 
     cpu0 = time.process_time()
     start_ns = time.monotonic_ns()
-    results = await asyncio.gather(*(guarded(u, p) for u, p in creds))
+    results = await asyncio.gather(*(guarded(c) for c in creds))
     end_ns = time.monotonic_ns()
     cpu = time.process_time() - cpu0
     outcomes = Counter(r for r, _ in results)

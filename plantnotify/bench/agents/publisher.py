@@ -144,6 +144,38 @@ def run(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def blast_mqttclient(args: dict[str, Any]) -> dict[str, Any]:
+    """``count`` events through the project's own MqttClient, as the worker's outbox sends
+    them (retained, QoS 1, MQTT 5 expiry, up to 1,000 in flight), as fast as it goes: the
+    ceiling of one worker's MQTT side, without the database."""
+    from plantnotify.mqtt import ConnectOptions, Credentials, MqttClient
+
+    creds = Credentials(args["username"], args["password"])
+    client = MqttClient(
+        ConnectOptions(
+            host=args.get("host", "127.0.0.1"),
+            port=int(args["port"]),
+            client_id=args["client_id"],
+            credentials=lambda: creds,
+        ),
+        max_inflight=1000,
+    ).start()
+    client.wait_connected(30)
+    users: list[str] = args["users"]
+    prefix, count = str(args["key_prefix"]), int(args["count"])
+    jobs = []
+    for i in range(count):
+        user, key = users[i % len(users)], f"{prefix}{i}"
+        jobs.append((analysis_topic(user, key), event_payload(user, key)))
+    start = time.monotonic_ns()
+    handles = [client.publish(t, p, qos=1, retain=True, expiry=3600) for t, p in jobs]
+    for handle in handles:
+        handle.wait(60)
+    end = time.monotonic_ns()
+    client.stop()
+    return {"start_ns": start, "end_ns": end, "events_per_s": count / ((end - start) / 1e9)}
+
+
 def quit_(args: dict[str, Any]) -> dict[str, Any]:
     if _sock is not None:
         try:
@@ -154,4 +186,4 @@ def quit_(args: dict[str, Any]) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    serve({"connect": connect, "run": run, "quit": quit_})
+    serve({"connect": connect, "run": run, "blast_mqttclient": blast_mqttclient, "quit": quit_})

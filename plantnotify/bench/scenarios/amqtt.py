@@ -17,7 +17,7 @@ from plantnotify.bench.connections import hold_connections
 from plantnotify.bench.context import BenchContext
 from plantnotify.bench.plots import figure, save
 from plantnotify.bench.pubsub import start_rig
-from plantnotify.bench.results import ScenarioResult
+from plantnotify.bench.results import Report, ScenarioResult
 from plantnotify.bench.stats import ratio
 from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
 
@@ -134,3 +134,34 @@ def plot(result: ScenarioResult, out_dir: Path) -> list[Path]:
         ax.set_title(title, fontsize=9)
         ax.set_yscale("log")
     return [save(fig, out_dir / f"{NAME}.png")]
+
+
+def explain_misses(report: Report) -> dict[str, str]:
+    """The raw numbers behind each amqtt ratio that missed its target."""
+    r = report.scenarios.get(NAME)
+    if r is None or r.status != "ok":
+        return {}
+    m, s = r.metrics, r.series
+    why: dict[str, str] = {}
+    if (m.get("connect_rate_ratio") or 0) < 10:
+        why["amqtt-connect"] = (
+            f"ours {m['ours_connect_rate']:,.0f}/s vs amqtt {m['amqtt_connect_rate']:,.0f}/s; "
+            "broker CPU per connect: ours "
+            f"{s[OURS]['connections']['broker_cpu_us_per_connect']} µs, amqtt "
+            f"{s['amqtt']['connections']['broker_cpu_us_per_connect']} µs (ours is bounded by "
+            "the clients sharing the two cores)"
+        )
+    if (m.get("memory_ratio") or 0) < 40:
+        why["amqtt-memory"] = (
+            f"ours {m['ours_bytes_per_conn']:,.0f} B vs amqtt {m['amqtt_bytes_per_conn']:,.0f} B "
+            "per connection"
+        )
+    for rate, key in ((500, "amqtt-p99"), (2000, "amqtt-p99-2000")):
+        ratio_ = m.get(f"p99_ratio_at_{rate}")
+        if ratio_ is not None and ratio_ < 50:
+            a, o = s["amqtt"][f"rate_{rate}"]["tcp"], s[OURS][f"rate_{rate}"]["tcp"]
+            why[key] = (
+                f"p50/p99 ours {o.get('p50')}/{o.get('p99')} ms, amqtt {a.get('p50')}/"
+                f"{a.get('p99')} ms"
+            )
+    return why

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from plantnotify.bench.agent import Agent
-from plantnotify.bench.brokers import start_broker
 from plantnotify.bench.context import BenchContext
 from plantnotify.bench.plots import figure, save
-from plantnotify.bench.procs import cpu_seconds, free_port
+from plantnotify.bench.procs import cpu_seconds
 from plantnotify.bench.results import ScenarioResult
-from plantnotify.bench.stack import bench_settings, start_service
+from plantnotify.bench.stack import our_stack
 from plantnotify.bench.stats import latencies_ms, summarize
 from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
 from plantnotify.contracts.topics import analyses_filter
@@ -40,7 +39,7 @@ USERS = [f"e2e{i}" for i in range(20)]
 
 
 def steps(quick: bool) -> int:
-    return 4 + len(QUICK_RATES if quick else FULL_RATES)
+    return 5 + len(QUICK_RATES if quick else FULL_RATES)
 
 
 def _devices(ctx: BenchContext, broker: Any, transport: str) -> Agent:
@@ -65,31 +64,29 @@ def _devices(ctx: BenchContext, broker: Any, transport: str) -> Agent:
     return agent
 
 
+def _rates(devices: dict[str, Agent], start_ns: int, count: int) -> dict[str, Any]:
+    """Events per second from ``start_ns`` to the last arrival, per transport."""
+    out: dict[str, Any] = {}
+    for transport, agent in devices.items():
+        got = agent.call("collect", timeout=300, expect=count, wait=240)["received"]
+        span = (max(got.values()) - start_ns) / 1e9 if got else 0
+        out[transport] = round(len(got) / span, 1) if span > 0 else None
+        out[f"{transport}_received"] = len(got)
+    return out
+
+
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
     seconds = ctx.pick(1.0, 6.0)
     rates = QUICK_RATES if ctx.quick else FULL_RATES
-    ctx.step("database, vhost, broker")
-    database_url = ctx.database_url()
-    rabbitmq_url = ctx.rabbitmq_url()
-    broker = start_broker(ctx, "plugin", "e2e-broker")
-    ctx.step("starting plantnotify worker")
-    metrics_port = free_port()
-    settings = bench_settings(
-        ctx,
-        database_url=database_url,
-        rabbitmq_url=rabbitmq_url,
-        mqtt_host="127.0.0.1",
-        mqtt_port=broker.port,
-        mqtt_ws_port=broker.ws_port,
-        metrics_port_worker=metrics_port,
-    )
-    worker = start_service(
-        ctx, "e2e-worker", ["worker"], settings, ready_port=metrics_port, wait=False
-    )
+    ctx.step("database, vhost, broker, worker")
+    stack = our_stack(ctx)
+    broker, worker = stack.broker, stack.worker
+    database_url = stack.settings.database_url
     committer = ctx.agent("committer", "e2e-committer")
     ctx.step("connecting devices")
     devices = {t: _devices(ctx, broker, t) for t in ("tcp", "ws")}
     committer.call("connect", database_url=database_url)
+    ctx.step("waiting for the worker")
     worker.wait_ready()
 
     def step(rate: float, prefix: str) -> dict[str, Any]:
@@ -118,13 +115,13 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         out["_samples"] = samples
         return out
 
-    step(200, "warm-")  # warm-up, not recorded
+    step(200, "e2e-warm-")  # warm-up, not recorded
     table: list[dict[str, Any]] = []
     sustained = None
     broke_at = None
     for rate in rates:
         ctx.step(f"{rate} events/s for {seconds:.0f} s")
-        s = step(rate, f"r{rate}-")
+        s = step(rate, f"e2e-r{rate}-")
         samples = s.pop("_samples")
         table.append(s)
         for transport in ("tcp", "ws"):
@@ -145,6 +142,33 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     result.series["steps"] = table
     result.metrics["sustained_events_per_s"] = sustained
     result.metrics["broke_at_events_per_s"] = broke_at
+
+    # Capacity without the commit pacing (absorbed from the worker's bench/outbox.py): a
+    # backlog committed in one transaction, drained by the worker's outbox to the devices;
+    # and, as its ceiling, the same events straight from one MqttClient with no database.
+    backlog = ctx.pick(300, 20000)
+    ctx.step(f"outbox drain of a {backlog}-event backlog")
+    committer.call("prepare", timeout=300, users=USERS, prefix="e2e-backlog-", count=backlog)
+    bulk = committer.call("bulk", timeout=300, prefix="e2e-backlog-")
+    drain = _rates(devices, bulk["committed_ns"], backlog)
+    ctx.step("baseline: the same events from one MqttClient, no database")
+    signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
+    direct_agent = ctx.agent("publisher", "e2e-direct-mqttclient")
+    direct = direct_agent.call(
+        "blast_mqttclient",
+        timeout=600,
+        port=broker.port,
+        client_id="bench-direct",
+        username="bench-direct",
+        password=mint_mqtt_token(signer, "bench-direct", 3600, service=True),
+        users=USERS,
+        key_prefix="e2e-direct-",
+        count=backlog,
+    )
+    ceiling = _rates(devices, direct["start_ns"], backlog)
+    result.series["capacity"] = {"backlog": backlog, "outbox_drain": drain, "direct": ceiling}
+    result.metrics["outbox_drain_events_per_s"] = drain["tcp"]
+    result.metrics["direct_mqttclient_events_per_s"] = ceiling["tcp"]
     result.notes.append(
         f"{len(USERS)} users, one MQTT/TCP and one WebSocket device each (lean clients, MQTT 5), "
         f"{seconds:.0f} s per rate, committer with 8 PostgreSQL connections; one worker process "

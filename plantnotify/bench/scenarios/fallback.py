@@ -6,9 +6,9 @@ through firebase-admin like Google's endpoint). Users have a registered device a
 session. The committer commits their Completed analyses as the worker would; the emulator
 records when each push arrived.
 
-- Decision latency: analysis commit -> the push request at the emulator (so it includes the
-  outbox publish and the bridge seeing the event, deciding "offline" and sending), at a steady
-  rate well below capacity.
+- Decision latency: analysis commit -> the bridge's final decision (``push_decisions.decided_at``,
+  so it includes the outbox publish and the bridge seeing the event and deciding "offline");
+  and commit -> the push request arriving at the emulator; at a steady rate below capacity.
 - Pushes per second: a burst of events for offline users, pushes accepted per second by the
   emulator (first to last), and from the first commit to the last push.
 Commit and arrival are wall-clock times (the emulator records ``time.time()``).
@@ -23,12 +23,10 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from plantnotify.bench.brokers import start_broker
 from plantnotify.bench.context import BenchContext
 from plantnotify.bench.plots import figure, save
-from plantnotify.bench.procs import free_port
 from plantnotify.bench.results import ScenarioResult
-from plantnotify.bench.stack import bench_settings, start_service
+from plantnotify.bench.stack import our_stack, start_service
 from plantnotify.bench.stats import summarize
 from plantnotify.db.session import make_engine
 
@@ -72,26 +70,32 @@ def _pushes(emulator: str, expect: int, wait: float) -> dict[str, float]:
         time.sleep(0.2)
 
 
+def _decided_at(database_url: str, prefix: str) -> dict[str, float]:
+    """analysisId -> when the bridge recorded its final decision (unix seconds)."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT analysis_id, EXTRACT(EPOCH FROM decided_at) FROM push_decisions "
+                    "WHERE analysis_id LIKE :p AND decided_at IS NOT NULL"
+                ),
+                {"p": prefix + "%"},
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(a): float(t) for a, t in rows}
+
+
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
-    steady_rate, steady_seconds = ctx.pick((50, 2.0), (50, 20.0))
-    burst = ctx.pick(200, 2000)
-    ctx.step("database, vhost, broker")
-    database_url = ctx.database_url()
-    rabbitmq_url = ctx.rabbitmq_url()
-    broker = start_broker(ctx, "plugin", "fallback-broker")
-    fcm_port, worker_metrics, bridge_metrics = free_port(), free_port(), free_port()
-    settings = bench_settings(
-        ctx,
-        database_url=database_url,
-        rabbitmq_url=rabbitmq_url,
-        mqtt_host="127.0.0.1",
-        mqtt_port=broker.port,
-        mqtt_ws_port=broker.ws_port,
-        fcm_emulator_port=fcm_port,
-        metrics_port_worker=worker_metrics,
-        metrics_port_bridge=bridge_metrics,
-    )
-    ctx.step("starting fcm-emulator, worker, bridge")
+    steady_rate, steady_seconds = ctx.pick((20, 1.0), (50, 20.0))
+    burst = ctx.pick(60, 2000)
+    ctx.step("database, vhost, broker, worker")
+    stack = our_stack(ctx)
+    settings = stack.settings
+    database_url = settings.database_url
+    fcm_port, bridge_metrics = settings.fcm_emulator_port, settings.metrics_port_bridge
+    ctx.step("starting fcm-emulator and bridge")
     emulator = f"http://127.0.0.1:{fcm_port}"
     # Started together (each spends seconds importing), then waited for.
     services = [
@@ -104,14 +108,11 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             wait=False,
         ),
         start_service(
-            ctx, "fallback-worker", ["worker"], settings, ready_port=worker_metrics, wait=False
-        ),
-        start_service(
             ctx, "fallback-bridge", ["bridge"], settings, ready_port=bridge_metrics, wait=False
         ),
     ]
     committer = ctx.agent("committer", "fallback-committer")
-    for service in services:
+    for service in [*services, stack.worker]:
         service.wait_ready()
     engine = make_engine(database_url, pool_size=1)
     with engine.begin() as conn:
@@ -128,13 +129,13 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         return committer.call("run", timeout=count / rate * 10 + 120, prefix=prefix, rate=rate)
 
     ctx.step("warm-up")
-    commit("warm-", 20, 20)
+    commit("fb-warm-", 20, 20)
     _pushes(emulator, 20, 30)
     httpx.delete(f"{emulator}/messages", timeout=10)
 
     ctx.step(f"{steady_rate} offline events/s for {steady_seconds:.0f} s")
     count = int(steady_rate * steady_seconds)
-    answer = commit("steady-", steady_rate, count)
+    answer = commit("fb-steady-", steady_rate, count)
     pushes = _pushes(emulator, count, 60)
     latency_ms = [
         (pushes[aid] * 1e9 - t) / 1e6
@@ -142,10 +143,17 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         if aid in pushes
     ]
     steady = {**summarize(latency_ms), "missing": count - len(latency_ms)}
+    decided = _decided_at(database_url, "fb-steady-")
+    decision_ms = [
+        (decided[aid] * 1e9 - t) / 1e6
+        for aid, t in answer["committed_wall"].items()
+        if aid in decided
+    ]
+    decision = {**summarize(decision_ms), "missing": count - len(decision_ms)}
     httpx.delete(f"{emulator}/messages", timeout=10)
 
     ctx.step(f"burst of {burst} offline events")
-    answer = commit("burst-", 5000, burst)
+    answer = commit("fb-burst-", 5000, burst)
     pushes = _pushes(emulator, burst, 300)
     arrivals = sorted(pushes.values())
     first_commit = min(answer["committed_wall"].values()) / 1e9
@@ -162,14 +170,19 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             len(arrivals) / (arrivals[-1] - first_commit), 1
         )
     result.series = {
+        "decision": decision,
+        "decision_latency_ms": [round(x, 2) for x in decision_ms],
         "steady": steady,
         "steady_latency_ms": [round(x, 2) for x in latency_ms],
         "burst": burst_out,
     }
     m = result.metrics
-    m["decision_p50_ms"] = steady.get("p50")
-    m["decision_p99_ms"] = steady.get("p99")
-    m["decision_missing"] = steady["missing"]
+    m["decision_p50_ms"] = decision.get("p50")
+    m["decision_p99_ms"] = decision.get("p99")
+    m["decision_missing"] = decision["missing"]
+    m["push_p50_ms"] = steady.get("p50")
+    m["push_p99_ms"] = steady.get("p99")
+    m["push_missing"] = steady["missing"]
     m["pushes_per_s"] = burst_out.get("pushes_per_s_at_emulator")
     m["pushes_per_s_end_to_end"] = burst_out.get("pushes_per_s_from_first_commit")
     result.notes.append(
@@ -182,9 +195,13 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
 def plot(result: ScenarioResult, out_dir: Path) -> list[Path]:
     import numpy as np
 
-    fig, ax = figure("Offline user: analysis commit → FCM push (steady rate)")
-    xs = np.sort(np.array(result.series["steady_latency_ms"]))
-    ax.plot(xs, np.arange(1, len(xs) + 1) / max(1, len(xs)), color="#4c72b0")
+    fig, ax = figure("Offline user: analysis commit → push decision → FCM (steady rate)")
+    for key, label, colour in (
+        ("decision_latency_ms", "commit → decision", "#4c72b0"),
+        ("steady_latency_ms", "commit → push at FCM", "#dd8452"),
+    ):
+        xs = np.sort(np.array(result.series[key]))
+        ax.plot(xs, np.arange(1, len(xs) + 1) / max(1, len(xs)), color=colour, label=label)
     ax.axvline(100, color="#c44e52", lw=0.8, label="100 ms target (p99)")
     ax.set_xlabel("ms")
     ax.set_ylabel("fraction of pushes")

@@ -1,9 +1,10 @@
 """Baseline (a): clients polling ``GET /plantanalyses/{id}`` every 5 s ("manual refresh").
 
-Real API, real database: the bench registers users and uploads images through the API (so
-each analysis is a real one, ``Processing``), then every waiting client polls its analysis
-while the committer completes each one after its own analysis time (2-5 minutes in
-production), exactly as the worker's result transaction would.
+Real API, real database: the bench registers users through the API, creates one analysis per
+user as an upload does (``Processing``; directly in the database, since an upload would queue a
+job for the bench's worker), then every waiting client polls its analysis while the committer
+completes each one after its own analysis time (2-5 minutes in production), exactly as the
+worker's result transaction would.
 
 Time is scaled honestly: poll interval and analysis times are both divided by the same factor
 S, so polls per notification and the poll phase are the same as in real time. Detection
@@ -15,19 +16,16 @@ times here pessimistic, not optimistic.
 
 from __future__ import annotations
 
-import io
 import random
 import secrets
 from pathlib import Path
 
 import httpx
 
-from plantnotify.bench.brokers import start_broker
 from plantnotify.bench.context import BenchContext
 from plantnotify.bench.plots import figure, save
-from plantnotify.bench.procs import free_port
 from plantnotify.bench.results import ScenarioResult
-from plantnotify.bench.stack import bench_settings, start_service
+from plantnotify.bench.stack import our_stack, start_service
 from plantnotify.bench.stats import summarize
 
 NAME = "polling"
@@ -42,39 +40,21 @@ def steps(quick: bool) -> int:
     return 5
 
 
-def _png() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (32, 32), (40, 140, 60)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
     scale = ctx.pick(100.0, 25.0)
     clients_n = ctx.pick(5, 40)
     ctx.step("database, vhost, broker")
-    database_url = ctx.database_url()
-    rabbitmq_url = ctx.rabbitmq_url()
-    broker = start_broker(ctx, "plugin", "polling-broker")
+    stack = our_stack(ctx)
+    settings = stack.settings
+    port = settings.api_port
     ctx.step("starting plantnotify api")
-    port = free_port()
-    settings = bench_settings(
-        ctx,
-        database_url=database_url,
-        rabbitmq_url=rabbitmq_url,
-        mqtt_host="127.0.0.1",
-        mqtt_port=broker.port,
-        mqtt_ws_port=broker.ws_port,
-        api_port=port,
-        public_base_url=f"http://127.0.0.1:{port}",
-    )
-    start_service(ctx, "polling-api", ["api"], settings, ready_port=port)
+    api = start_service(ctx, "polling-api", ["api"], settings, ready_port=port, wait=False)
+    committer = ctx.agent("committer", "polling-committer")
+    api.wait_ready()
     base = f"http://127.0.0.1:{port}/api/v1"
 
-    ctx.step(f"{clients_n} users upload an image")
-    image = _png()
-    jobs: list[tuple[str, str]] = []
+    ctx.step(f"{clients_n} users, each waiting for an analysis")
+    users: list[str] = []
     tokens: dict[str, str] = {}
     with httpx.Client(base_url=base, timeout=30) as http:
         for i in range(clients_n):
@@ -84,22 +64,22 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             r = http.post("/auth/login", json={"username": username, "password": password})
             r.raise_for_status()
             login = r.json()
-            headers = {"Authorization": f"Bearer {login['accessToken']}"}
-            r = http.post(
-                "/plantanalyses/async",
-                files={"image": ("leaf.png", image, "image/png")},
-                data={"cropType": "tomato"},
-                headers=headers,
-            )
-            r.raise_for_status()
-            aid = r.json()["analysisId"]
-            jobs.append((aid, login["userId"]))
-            tokens[aid] = login["accessToken"]
+            users.append(login["userId"])
+            tokens[login["userId"]] = login["accessToken"]
+    # The analyses are created as an upload creates them (Processing, owned by the user), but
+    # in the database directly: an upload would also queue a job for the bench's shared worker.
+    committer.call("connect", database_url=settings.database_url)
+    committer.call(
+        "prepare",
+        users=users,
+        prefix=f"poll-{ctx.run_id}-",
+        count=clients_n,
+        image_base=f"{base}/plantanalyses",
+    )
+    jobs = [(f"poll-{ctx.run_id}-{i}", users[i]) for i in range(clients_n)]
+    tokens = {aid: tokens[uid] for aid, uid in jobs}
 
     ctx.step("polling while the analyses complete")
-    committer = ctx.agent("committer", "polling-committer")
-    committer.call("connect", database_url=database_url)
-    committer.call("adopt", prefix="poll", jobs=jobs, image_base=f"{base}/plantanalyses")
     lo, hi = (m * 60 / scale for m in ANALYSIS_MINUTES)
     delays = [random.uniform(lo, hi) for _ in jobs]
     interval = POLL_SECONDS / scale
@@ -111,7 +91,9 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         max_seconds=hi + 30,
         clients=[(aid, tokens[aid]) for aid, _ in jobs],
     )
-    committed = committer.call("run", timeout=hi + 120, prefix="poll", delays=delays)["committed"]
+    committed = committer.call(
+        "run", timeout=hi + 120, prefix=f"poll-{ctx.run_id}-", delays=delays
+    )["committed"]
     polled = poller.recv(timeout=hi + 120)["results"]
 
     ctx.step("summarising")

@@ -37,11 +37,14 @@ def test_human_output_reads_like_a_notification() -> None:
         AnalysisProgress(analysis_id="a3", user_id="u1", progress=40, stage="scoring"), "retained"
     )
     lines.status("connected", clientId="u1-phone", reason=None)
+    unknown = completed().model_copy(update={"crop_type": "unknown"})
+    lines.event(unknown, "live")
     text = out.getvalue().splitlines()
     assert text[0].endswith("ready     Tomato · health 72/100 · Early blight  app://analysis/a1")
     assert text[1].endswith("failed    analysis a2: N8N timed out (missed, recovered)")
     assert text[2].endswith("progress  analysis a3: 40% scoring (stored)")
     assert text[3].endswith("[connected] clientId=u1-phone")
+    assert "ready     Plant · health 72/100" in text[4]
 
 
 def test_json_output_is_one_object_per_line_with_the_contract_fields() -> None:

@@ -31,10 +31,13 @@ export function fileSize(bytes) {
   return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
 }
 
+// What analysers answer when they could not tell the crop.
+const NO_CROP = new Set(["", "unknown", "other", "none", "n/a", "unidentified"]);
+
 export function cropName(crop) {
   if (!crop || typeof crop !== "string") return "Plant";
   const clean = crop.replace(/[_-]+/g, " ").trim();
-  return clean ? clean[0].toUpperCase() + clean.slice(1) : "Plant";
+  return NO_CROP.has(clean.toLowerCase()) ? "Plant" : clean[0].toUpperCase() + clean.slice(1);
 }
 
 /** "good" | "fair" | "poor" | "" for a 0–100 health score. */

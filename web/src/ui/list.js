@@ -117,7 +117,8 @@ export class AnalysisList {
     const { el } = row;
     el.dataset.status = a.status;
     el.classList.toggle("row--failed", a.status === "Failed");
-    row.title.textContent = a.cropType ? cropName(a.cropType) : a.status === PROCESSING ? "New analysis" : "Plant photo";
+    const crop = cropName(a.cropType);
+    row.title.textContent = crop !== "Plant" ? crop : a.status === PROCESSING ? "New analysis" : "Plant photo";
     row.chip.textContent = STATUS_LABEL[a.status] || a.status;
     row.chip.className = `chip chip--${String(a.status).toLowerCase()}`;
     row.newDot.hidden = !this.isUnseen(a.id);
