@@ -46,6 +46,9 @@ def _e2e_at_2000(transport: str) -> Callable[[Report], tuple[float | None, str, 
 
 def _sustained(report: Report) -> tuple[float | None, str, bool | None]:
     rate = report.metric("e2e_latency", "sustained_events_per_s")
+    broke = report.metric("e2e_latency", "broke_at_events_per_s")
+    if rate is None and broke is not None:
+        return 0.0, f"below {broke:,.0f} events/s (the first rate tried broke)", False
     return rate, _fmt(rate, " events/s", 0), None if rate is None else rate >= 2000
 
 
@@ -70,6 +73,9 @@ def _connect_rate(report: Report) -> tuple[float | None, str, bool | None]:
 
 def _decision(report: Report) -> tuple[float | None, str, bool | None]:
     p99 = report.metric("fallback", "decision_p99_ms")
+    missing = report.metric("fallback", "decision_missing")
+    if p99 is None and missing:
+        return None, f"no decision for {missing} events within the wait", False
     return p99, _fmt(p99, " ms", 1), None if p99 is None else p99 <= 100
 
 

@@ -1,8 +1,10 @@
 """The whole system running for client tests (browser, ``plantnotify watch``).
 
 ``live_stack`` (session-scoped) is the real API (uvicorn on a free port, serving ``web/dist``),
-a real in-process worker, our Mosquitto with the plugin on free ports, the test PostgreSQL
-database, a RabbitMQ vhost of its own and the fake N8N (the only fake). The broker is this
+a real in-process worker, our Mosquitto with the plugin on free ports, a PostgreSQL database and
+a RabbitMQ vhost of its own and the fake N8N (the only fake). Its own database matters: its
+worker's outbox publisher runs for the whole session and would otherwise publish (and mark
+published) the events of every other test. The broker is this
 stack's own, so its tests may stop and restart it (they must leave it running).
 
 Helpers: ``ServiceSubscriber`` watches a user's topics with a service token and timestamps
@@ -33,6 +35,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.ids import new_client_id
 from plantnotify.contracts.topics import analyses_filter, analysis_topic
+from plantnotify.db.session import drop_database, migrate
 from plantnotify.mqtt import ConnectOptions, Credentials, Message, MqttClient
 from plantnotify.settings import Settings
 from tests.support.broker import BrokerHandle, make_broker, settings_with
@@ -308,12 +311,15 @@ def live_stack(
     build_web()
     vhost = f"plantnotify_clients_{RUN_ID}"
     rabbitmq_url = _vhost(vhost)
+    database_url = f"{base_settings.database_url}_clients"
+    migrate(database_url)
     n8n = FakeN8n().start()
     n8n.default = N8N_DELAY
     broker = make_broker(base_settings, tmp_path_factory.mktemp("clients-mosquitto"))
     settings = settings_with(
         broker.settings,
         rabbitmq_url=rabbitmq_url,
+        database_url=database_url,
         n8n_webhook_url=n8n.url,
         n8n_timeout_seconds=5.0,
         n8n_max_attempts=2,
@@ -338,3 +344,4 @@ def live_stack(
         broker.stop()
         n8n.stop()
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], check=False)
+        drop_database(database_url)

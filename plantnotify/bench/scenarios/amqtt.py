@@ -35,7 +35,7 @@ def steps(quick: bool) -> int:
 
 def _measure(ctx: BenchContext, broker: RunningBroker, label: str) -> dict[str, Any]:
     n = ctx.pick(100, 2000)
-    seconds = ctx.pick(1.0, 8.0)
+    seconds = ctx.pick(1.0, 5.0)
     burst = ctx.pick(300, 5000)
     signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
     out: dict[str, Any] = {}

@@ -25,7 +25,7 @@ from sqlalchemy import text
 
 from plantnotify.bench.context import BenchContext
 from plantnotify.bench.plots import figure, save
-from plantnotify.bench.results import ScenarioResult
+from plantnotify.bench.results import Report, ScenarioResult
 from plantnotify.bench.stack import our_stack, start_service
 from plantnotify.bench.stats import summarize
 from plantnotify.db.session import make_engine
@@ -88,8 +88,8 @@ def _decided_at(database_url: str, prefix: str) -> dict[str, float]:
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
-    steady_rate, steady_seconds = ctx.pick((20, 1.0), (50, 20.0))
-    burst = ctx.pick(60, 2000)
+    steady_rate, steady_seconds = ctx.pick((20, 1.0), (10, 20.0))
+    burst = ctx.pick(60, 1000)
     ctx.step("database, vhost, broker, worker")
     stack = our_stack(ctx)
     settings = stack.settings
@@ -207,3 +207,19 @@ def plot(result: ScenarioResult, out_dir: Path) -> list[Path]:
     ax.set_ylabel("fraction of pushes")
     ax.legend(fontsize=8)
     return [save(fig, out_dir / f"{NAME}.png")]
+
+
+def explain_misses(report: Report) -> dict[str, str]:
+    r = report.scenarios.get(NAME)
+    if r is None or r.status != "ok":
+        return {}
+    m = r.metrics
+    if m.get("decision_p99_ms") is not None and m["decision_p99_ms"] <= 100:
+        return {}
+    return {
+        "push-decision": (
+            f"decision p50 {m.get('decision_p50_ms')} ms, {m.get('decision_missing')} steady "
+            f"events undecided within the wait; {m.get('pushes_per_s')} pushes/s (see the "
+            "bridge's log in bench/results/logs)"
+        )
+    }
