@@ -185,6 +185,11 @@ class Bridge:
                     (ALL_ANALYSES_FILTER, 1),
                     (self._sync_topic, 1),
                 ],
+                # Events are retained for days: replaying all of them on every (re)connect
+                # only to skip them delayed the sync (and so every push decision) by minutes
+                # once tens of thousands were retained (plantnotify bench, fallback scenario).
+                # New publications are what the bridge follows; the sweep covers any gap.
+                no_retained_replay=frozenset({ALL_ANALYSES_FILTER}),
             ),
             on_message=lambda m: self._inbox.put(_Item("msg", message=m)),
             on_state=lambda s: self._inbox.put(_Item("state", state=s)),

@@ -16,6 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from plantnotify.mqtt.errors import (
     MqttConnectError,
@@ -353,7 +354,7 @@ class MqttClient:
             subs = list(self._subscriptions.items())
         self._state = ConnectionState.CONNECTED
         if subs:
-            rc, mid = client.subscribe(subs)
+            rc, mid = client.subscribe(self._subscribe_args(subs))
             if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
                 handle = SubscribeHandle([f for f, _ in subs])
                 self._initial_sub = handle
@@ -365,6 +366,17 @@ class MqttClient:
                 self._on_state(ConnectionState.CONNECTED)
             except Exception:
                 log.exception("mqtt state callback failed")
+
+    def _subscribe_args(self, subs: list[tuple[str, int]]) -> list[tuple[str, Any]]:
+        skip = self._opts.no_retained_replay
+        if self._opts.protocol != 5 or not skip:
+            return list(subs)
+        return [
+            (f, SubscribeOptions(qos=q, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND))
+            if f in skip
+            else (f, q)
+            for f, q in subs
+        ]
 
     def _handle_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any

@@ -35,6 +35,7 @@ def make_client(broker) -> Iterator[Callable[..., MqttClient]]:  # type: ignore[
         credentials: Callable[[], Credentials] | None = None,
         broker_handle=None,  # type: ignore[no-untyped-def]
         refresh_margin: float = 30.0,
+        no_retained_replay: frozenset[str] = frozenset(),
         **kw,  # type: ignore[no-untyped-def]
     ) -> MqttClient:
         b = broker_handle or broker
@@ -47,6 +48,7 @@ def make_client(broker) -> Iterator[Callable[..., MqttClient]]:  # type: ignore[
             subscriptions=subscriptions or [],
             reconnect_max_delay=0.5,
             refresh_margin=refresh_margin,
+            no_retained_replay=no_retained_replay,
         )
         client = MqttClient(options, **kw).start()
         clients.append(client)
@@ -74,6 +76,29 @@ def test_round_trip_with_expiry_and_retain(make_client) -> None:  # type: ignore
     late.wait_connected(5)
     replay = wait_for(lambda: late.get_message(0.1), 5, what="retained replay")
     assert replay.retain and replay.payload == b'{"x":1}'
+
+
+def test_no_retained_replay_skips_retained_but_not_new_messages(make_client) -> None:  # type: ignore[no-untyped-def]
+    old_topic = topics.analysis_topic("mq-ivan", "old")
+    service = make_client("svc-test", service=True)
+    service.wait_connected(5)
+    service.publish(old_topic, b'{"old":1}', retain=True).wait(5)
+
+    follower = make_client(
+        "svc-follow",
+        service=True,
+        subscriptions=[(topics.ALL_ANALYSES_FILTER, 1)],
+        no_retained_replay=frozenset({topics.ALL_ANALYSES_FILTER}),
+    )
+    follower.wait_connected(5)
+    plain = make_client("mq-ivan", subscriptions=[(topics.analyses_filter("mq-ivan"), 1)])
+    plain.wait_connected(5)
+    assert wait_for(lambda: plain.get_message(0.1), 5, what="replay").retain  # still replayed
+    service.publish(topics.analysis_topic("mq-ivan", "new"), b'{"new":1}', retain=True).wait(5)
+
+    got = wait_for(lambda: follower.get_message(0.1), 5, what="new event at the follower")
+    assert got.payload == b'{"new":1}'
+    assert follower.get_message(0.5) is None  # and the old one never came
 
 
 def test_refused_connection_is_reported(make_client) -> None:  # type: ignore[no-untyped-def]
