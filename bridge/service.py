@@ -82,6 +82,7 @@ MAX_BATCH = 500
 # Deliveries one sender thread leases at once (one transaction instead of four); far below
 # what a lease covers: each send is bounded by FCM_HTTP_TIMEOUT_SECONDS.
 CLAIM_BATCH = 4
+SWEEP_BATCH = 1000  # events taken in per sweep query (a backlog is swept pass after pass)
 
 
 class Sender(Protocol):
@@ -475,7 +476,7 @@ class Bridge:
             self._dirty = True
         for r in rows:
             if r.ref.event_id in created:
-                log.info(
+                log.debug(
                     "event taken in",
                     extra={
                         "event_id": r.ref.event_id,
@@ -486,8 +487,13 @@ class Bridge:
                 )
 
     def _sweep(self) -> None:
+        """Terminal events published but not taken in (this bridge was away, or MQTT missed
+        them). A full batch means a backlog: sweep again on the next pass, not after a poll."""
         now = utcnow()
-        self._intake(self.store.unseen_published(now - self.lookback), now)
+        refs = self.store.unseen_published(now - self.lookback, limit=SWEEP_BATCH)
+        self._intake(refs, now)
+        if len(refs) >= SWEEP_BATCH:
+            self._next_sweep = time.monotonic()
 
     def _tick(self) -> None:
         now = utcnow()

@@ -22,7 +22,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, text, update
+from sqlalchemy import (
+    DateTime,
+    String,
+    and_,
+    cast,
+    column,
+    delete,
+    func,
+    select,
+    text,
+    update,
+    values,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -243,19 +255,28 @@ class Store:
         now: datetime,
         grace: timedelta,
         live_now: Callable[[str], int | None],
-        limit: int = 200,
+        limit: int = 500,
     ) -> list[Finalized]:
-        """Decide every due pending decision (that no other bridge holds) in one transaction."""
+        """Decide due pending decisions (that no other bridge holds) in one transaction: one
+        statement each to read them, their receipts, devices and earlier deliveries, and one
+        each to write the outcomes, the new due times and the deliveries."""
         out: list[Finalized] = []
         with self._begin(durable=False) as s:
-            rows = s.execute(
-                select(PushDecision)
+            decisions = s.execute(
+                select(
+                    PushDecision.event_id,
+                    PushDecision.user_id,
+                    PushDecision.event_type,
+                    PushDecision.published_at,
+                    PushDecision.live_at_publish,
+                )
                 .where(PushDecision.state == "pending", PushDecision.due_at <= now)
-                .order_by(PushDecision.due_at)
+                # Newest first: under a backlog (a bridge catching up after an outage) a fresh
+                # event must not wait behind events that are already minutes old.
+                .order_by(PushDecision.published_at.desc())
                 .limit(limit)
                 .with_for_update(skip_locked=True)
-            ).scalars()
-            decisions = list(rows)
+            ).all()
             if not decisions:
                 return out
             ids = [d.event_id for d in decisions]
@@ -282,6 +303,8 @@ class Store:
             ):
                 pushed.setdefault(eid, set()).add(token)
 
+            finals: list[tuple[str, str, str, datetime | None]] = []
+            waits: list[tuple[str, datetime]] = []
             new_deliveries: list[dict[str, Any]] = []
             for d in decisions:
                 user_devices = devices.get(d.user_id, [])
@@ -299,31 +322,29 @@ class Store:
                     )
                 )
                 if decision.action is Action.WAIT:
-                    d.due_at = decision.until or now
+                    waits.append((d.event_id, decision.until or now))
                     continue
-                platforms = dict(user_devices)
+                receipt_at = None
                 if decision.action is Action.PUSH:
                     state = "pushed" if decision.devices else "no_devices"
-                    for token in decision.devices:
-                        new_deliveries.append(
-                            {
-                                "event_id": d.event_id,
-                                "user_id": d.user_id,
-                                "device_token": token,
-                                "platform": platforms[token],
-                                "status": "pending",
-                                "next_attempt_at": now,
-                            }
-                        )
+                    platforms = dict(user_devices)
+                    new_deliveries += [
+                        {
+                            "event_id": d.event_id,
+                            "user_id": d.user_id,
+                            "device_token": token,
+                            "platform": platforms[token],
+                            "status": "pending",
+                            "next_attempt_at": now,
+                        }
+                        for token in decision.devices
+                    ]
                 elif decision.action is Action.SUPPRESS:
                     state = "suppressed"
-                    d.receipt_at = receipts.get(d.event_id)
+                    receipt_at = receipts.get(d.event_id)
                 else:
                     state = "ignored"
-                d.state = state
-                d.reason = str(decision.reason)
-                d.decided_at = now
-                d.decided_by = self.instance
+                finals.append((d.event_id, state, str(decision.reason), receipt_at))
                 out.append(
                     Finalized(
                         d.event_id,
@@ -334,7 +355,34 @@ class Store:
                         len(decision.devices),
                     )
                 )
-            s.flush()
+            if finals:
+                v = values(
+                    column("eid", String),
+                    column("state", String),
+                    column("reason", String),
+                    column("receipt_at", DateTime(timezone=True)),
+                    name="v",
+                ).data(finals)
+                s.execute(
+                    update(PushDecision)
+                    .where(PushDecision.event_id == v.c.eid)
+                    .values(
+                        state=v.c.state,
+                        reason=v.c.reason,
+                        receipt_at=cast(v.c.receipt_at, DateTime(timezone=True)),
+                        decided_at=now,
+                        decided_by=self.instance,
+                    )
+                )
+            if waits:
+                w = values(
+                    column("eid", String), column("due", DateTime(timezone=True)), name="w"
+                ).data(waits)
+                s.execute(
+                    update(PushDecision)
+                    .where(PushDecision.event_id == w.c.eid)
+                    .values(due_at=cast(w.c.due, DateTime(timezone=True)))
+                )
             if new_deliveries:
                 s.execute(
                     insert(PushDelivery)
@@ -353,7 +401,7 @@ class Store:
             .where(
                 PushDelivery.status.in_(("pending", "sending")), PushDelivery.next_attempt_at <= now
             )
-            .order_by(PushDelivery.next_attempt_at)
+            .order_by(PushDelivery.next_attempt_at.desc())  # newest first, as decisions
             .limit(limit)
             .with_for_update(skip_locked=True)
             .cte("due")
