@@ -253,6 +253,11 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # The request line's query can carry a device token (GET /messages?token=...), which
+        # must not reach a log: method, path and status only.
+        log.debug("%s %s %s", self.command, urlsplit(self.path).path, code)
+
     # --- plumbing -------------------------------------------------------------------------
 
     def _send(
@@ -554,7 +559,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _terminate)
     emu.start()
     log.info("FCM emulator listening", extra={"url": emu.url})
-    print(f"FCM emulator: {emu.url}/  (token endpoint {emu.token_uri})", flush=True)
+    if settings.log_format == "text":  # for people; a JSON log stream stays JSON only
+        print(f"FCM emulator: {emu.url}/  (token endpoint {emu.token_uri})", flush=True)
     stop.wait()
     emu.stop()
     log.info("FCM emulator stopped")

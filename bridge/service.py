@@ -554,7 +554,12 @@ class Bridge:
         """One attempt at FCM, recorded in the database whatever happens. A lease that could run
         out during the send is given back unsent: another bridge may take it then, and two
         sends of one delivery must never overlap."""
-        with log_context(event_id=claim.event_id, user_id=claim.user_id):
+        with log_context(
+            event_id=claim.event_id,
+            user_id=claim.user_id,
+            analysis_id=claim.analysis_id,
+            request_id=claim.request_id,
+        ):
             try:
                 if utcnow() + self.lease / 2 >= claim.lease_until:
                     self.store.release(claim, utcnow())

@@ -42,6 +42,7 @@ from bridge.decision import Action, Decision, DecisionInput, decide
 from bridge.retry import NextStep, Outcome
 from plantnotify.contracts.events import PUSHABLE_EVENTS
 from plantnotify.db.models import (
+    Analysis,
     Device,
     EventRow,
     PushAttempt,
@@ -100,6 +101,9 @@ class Claim:
     published_at: datetime | None
     lost_previous: bool  # the previous lease ran out without a report (a bridge died)
     lease_until: datetime
+    # For log correlation: the analysis, and the X-Request-ID of its upload (None if unknown).
+    analysis_id: str | None = None
+    request_id: str | None = None
 
 
 class ReceiptResult(StrEnum):
@@ -431,16 +435,23 @@ class Store:
             if not rows:
                 return []
             events = {
-                eid: (payload, published)
-                for eid, payload, published in s.execute(
-                    select(EventRow.id, EventRow.payload, PushDecision.published_at)
+                eid: (payload, published, analysis_id, request_id)
+                for eid, payload, published, analysis_id, request_id in s.execute(
+                    select(
+                        EventRow.id,
+                        EventRow.payload,
+                        PushDecision.published_at,
+                        EventRow.analysis_id,
+                        Analysis.request_id,
+                    )
                     .join(PushDecision, PushDecision.event_id == EventRow.id)
+                    .outerjoin(Analysis, Analysis.id == EventRow.analysis_id)
                     .where(EventRow.id.in_({r.event_id for r in rows}))
                 )
             }
             claims = []
             for r in rows:
-                payload, published = events[r.event_id]
+                payload, published, analysis_id, request_id = events[r.event_id]
                 lost = r.old_status == "sending"
                 if lost:
                     # The previous holder's lease ran out without a report: it died mid-send.
@@ -469,6 +480,8 @@ class Store:
                         published_at=published,
                         lost_previous=lost,
                         lease_until=now + lease,
+                        analysis_id=analysis_id,
+                        request_id=request_id,
                     )
                 )
         return claims

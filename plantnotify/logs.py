@@ -25,6 +25,9 @@ _CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
 
 # color_message: uvicorn's ANSI-coloured copy of every message; noise in both formats.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
+# The process's part (api, worker, ...): process-wide, not a context variable, because threads
+# (thread pools, paho's network thread) start with an empty context.
+_SERVICE: dict[str, str] = {}
 
 
 @contextmanager
@@ -43,7 +46,7 @@ def current_context() -> dict[str, str]:
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    out: dict[str, Any] = dict(_CONTEXT.get())
+    out: dict[str, Any] = {**_SERVICE, **_CONTEXT.get()}
     for key, value in vars(record).items():
         if key not in _STANDARD and not key.startswith("_"):
             out[key] = value
@@ -88,7 +91,7 @@ def setup_logging(settings: Settings | None = None, *, service: str | None = Non
     for noisy in ("pika", "urllib3", "httpx", "httpcore", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if service:
-        _CONTEXT.set({**_CONTEXT.get(), "service": service})
+        _SERVICE["service"] = service
 
 
 def get_logger(name: str) -> logging.Logger:

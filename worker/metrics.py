@@ -24,6 +24,13 @@ N8N_FAILURES = Counter("plantnotify_n8n_failures_total", "Failed N8N attempts by
 EVENTS_PUBLISHED = Counter(
     "plantnotify_outbox_events_published_total", "Events published to MQTT (PUBACK received)."
 )
+PUBLISH_FAILURES = Counter(
+    "plantnotify_outbox_publish_failures_total",
+    "Outbox publishes that failed (the event stays in the outbox and is published again).",
+    ["kind"],
+)
+for _kind in ("not_connected", "not_acknowledged"):
+    PUBLISH_FAILURES.labels(kind=_kind)  # every series exists from the start (rate() works)
 EVENTS_REPUBLISHED = Counter(
     "plantnotify_outbox_events_republished_total",
     "Retained events re-published after a broker restart.",

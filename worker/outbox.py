@@ -273,6 +273,7 @@ class OutboxPublisher:
                     self.mqtt.publish(row.topic, row.payload, qos=1, retain=True, expiry=row.expiry)
                 )
             except MqttError as exc:
+                metrics.PUBLISH_FAILURES.labels(kind="not_connected").inc()
                 log.info("publish paused: %s", exc)
                 break
         done = 0
@@ -281,6 +282,7 @@ class OutboxPublisher:
                 try:
                     handle.wait(self._puback_timeout)
                 except MqttError as exc:
+                    metrics.PUBLISH_FAILURES.labels(kind="not_acknowledged").inc()
                     log.info("publish not acknowledged (%s); will publish again", exc)
                     break
             done += 1

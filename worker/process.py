@@ -69,7 +69,9 @@ class JobProcessor:
             return list(self._running)
 
     def process(self, job: AnalysisJob) -> Result:
-        with log_context(analysis_id=job.analysis_id, user_id=job.user_id):
+        with log_context(
+            request_id=job.request_id, analysis_id=job.analysis_id, user_id=job.user_id
+        ):
             try:
                 return self._process(job)
             except Cancelled:

@@ -94,6 +94,7 @@ def _store(
     crop_type: str | None,
     mime_type: str,
     data: bytes,
+    request_id: str | None = None,
 ) -> None:
     with sessions() as session, session.begin():
         session.add(
@@ -104,6 +105,7 @@ def _store(
                 crop_type=crop_type,
                 mime_type=mime_type,
                 image_size=len(data),
+                request_id=request_id,
             )
         )
         session.flush()
@@ -173,6 +175,7 @@ async def upload(
         form.crop_type,
         checked.mime_type,
         form.image,
+        current_context().get("request_id"),
     )
     job = AnalysisJob(
         analysis_id=analysis_id,

@@ -60,6 +60,8 @@ class Analysis(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     # Worker lease: the job is being analysed by ``lease_owner`` until ``lease_expires_at``;
     # a redelivery while the lease is live is not started twice.
+    # The X-Request-ID of the upload: logs of API, worker and bridge carry it (correlation).
+    request_id: Mapped[str | None] = mapped_column(String(64))
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
