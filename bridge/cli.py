@@ -76,16 +76,6 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, _terminate)
-    if not args.no_metrics:
-        try:
-            start_http_server(settings.metrics_port_bridge, addr=settings.metrics_host)
-        except OSError as exc:
-            log.error(
-                "cannot serve metrics on port %s (%s); set METRICS_PORT_BRIDGE or --no-metrics",
-                settings.metrics_port_bridge,
-                exc,
-            )
-            return 2
     bridge.start()
     try:
         bridge.mqtt.wait_connected(timeout=max(1.0, deadline - time.monotonic()))
@@ -99,12 +89,23 @@ def run(args: argparse.Namespace) -> int:
         )
         bridge.stop()
         return 3
+    if not args.no_metrics:
+        try:
+            start_http_server(settings.metrics_port_bridge, addr=settings.metrics_host)
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on port %s (%s); set METRICS_PORT_BRIDGE or --no-metrics",
+                settings.metrics_port_bridge,
+                exc,
+            )
+            bridge.stop()
+            return 2
     log.info(
         "bridge running",
         extra={"instance": bridge.instance, "fcm": getattr(bridge.sender, "send_url", "?")},
     )
     while not stop.wait(1.0):
-        if bridge._thread is None or not bridge._thread.is_alive():
+        if not bridge.alive:
             log.error("the bridge loop ended unexpectedly")
             return 1
     bridge.stop()

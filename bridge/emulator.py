@@ -533,7 +533,7 @@ def running(host: str = "127.0.0.1", port: int = 0) -> Iterator[FcmEmulator]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--host", help="address to bind (default FCM_EMULATOR_HOST, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default FCM_EMULATOR_PORT, 8200)")
 
 
@@ -544,10 +544,11 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     setup_logging(settings, service="fcm-emulator")
     port = args.port if args.port is not None else settings.fcm_emulator_port
+    host = args.host or settings.fcm_emulator_host
     try:
-        emu = FcmEmulator(args.host, port)
+        emu = FcmEmulator(host, port)
     except OSError as exc:
-        log.error("cannot listen on %s:%s (%s); pick another with --port", args.host, port, exc)
+        log.error("cannot listen on %s:%s (%s); pick another with --port", host, port, exc)
         return 2
     stop = threading.Event()
 

@@ -52,6 +52,7 @@ def push_body(event: AnalysisCompleted | AnalysisFailed) -> tuple[str, str]:
         reason = event.error_message.strip() or "the analysis could not be completed"
         return TITLE_FAILED, truncate(f"Your plant analysis failed: {reason}", 180)
     crop = (event.crop_type or "").strip() or "Your plant"
+    crop = crop[0].upper() + crop[1:]
     parts = [crop]
     if event.overall_health_score is not None:
         parts.append(f"health score {event.overall_health_score}/100")
@@ -85,7 +86,7 @@ def build_message(
     webpush_options = None
     if web_base_url and web_base_url.startswith("https://"):
         webpush_options = messaging.WebpushFCMOptions(
-            link=f"{web_base_url.rstrip('/')}/?analysis={event.analysis_id}"
+            link=f"{web_base_url.rstrip('/')}/#/analyses/{event.analysis_id}"  # the web app's route
         )
     with warnings.catch_warnings():
         # firebase-admin 7.5+ deprecates ``token=`` in favour of ``fid=`` (installation ids);

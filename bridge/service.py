@@ -3,9 +3,10 @@
 Threads and what they own:
 * the MQTT client thread (plantnotify.mqtt) only hands messages and state changes to the inbox;
 * the loop thread (:meth:`Bridge.run`) owns the session picture and does all deciding: it takes
-  events in, records receipts, settles due decisions and leases deliveries;
-* a small pool sends leased deliveries with firebase-admin's synchronous API and records each
-  attempt; a finished send wakes the loop.
+  events in (a batch per wake-up), records receipts and settles due decisions;
+* ``FCM_CONCURRENCY`` sender threads each lease one due delivery at a time, send it with
+  firebase-admin's synchronous API and record the attempt; the loop wakes them when it created
+  deliveries or a retry fell due.
 
 Intake has two paths into the same idempotent insert: the live MQTT event (fast; retained
 replays on subscribe are skipped) and a catch-up sweep of the ``events`` table (durable; finds
@@ -23,13 +24,12 @@ import secrets
 import socket
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from firebase_admin import messaging
+from sqlalchemy import create_engine
 from sqlalchemy.exc import DBAPIError
 
 from bridge import metrics
@@ -38,7 +38,7 @@ from bridge.decision import Action, DecisionInput, decide
 from bridge.fcm import FcmSender, SendResult, build_message, classify, device_ref
 from bridge.retry import Outcome, RetryPolicy, next_step
 from bridge.sessions import SessionPicture
-from bridge.store import Claim, EventRef, ReceiptResult, Store
+from bridge.store import Claim, EventRef, NewDecision, ReceiptResult, Store
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.events import (
     PUSHABLE_EVENTS,
@@ -59,7 +59,7 @@ from plantnotify.contracts.topics import (
     bridge_sync_topic,
     parse_topic,
 )
-from plantnotify.db.session import make_engine, session_factory
+from plantnotify.db.session import session_factory
 from plantnotify.logs import log_context
 from plantnotify.mqtt import (
     ConnectionState,
@@ -69,6 +69,7 @@ from plantnotify.mqtt import (
     MqttClient,
     MqttError,
 )
+from plantnotify.service_mqtt import service_user
 from plantnotify.settings import Settings
 
 log = logging.getLogger("plantnotify.bridge")
@@ -78,6 +79,10 @@ SYNC_FALLBACK_SECONDS = 5.0  # if our own sync marker never comes back, trust th
 # receipts the broker kept in our persistent session while we were away are read first.
 STARTUP_HOLD_SECONDS = 10.0
 MAX_BATCH = 500
+# Deliveries one sender thread leases at once (one transaction instead of four); far below
+# what a lease covers: each send is bounded by FCM_HTTP_TIMEOUT_SECONDS.
+CLAIM_BATCH = 4
+SWEEP_BATCH = 1000  # events taken in per sweep query (a backlog is swept pass after pass)
 
 
 class Sender(Protocol):
@@ -86,7 +91,7 @@ class Sender(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    kind: str  # "msg" | "state" | "done"
+    kind: str  # "msg" | "state" | "wake"
     message: Message | None = None
     state: ConnectionState | None = None
 
@@ -111,7 +116,8 @@ class Bridge:
     ) -> None:
         self.settings = settings
         self.instance = instance_name(instance or settings.bridge_instance)
-        self.client_id = new_client_id(settings.bridge_mqtt_user, self.instance)
+        self.mqtt_user = service_user("bridge")  # svc-bridge (plantnotify/service_mqtt.py)
+        self.client_id = new_client_id(self.mqtt_user, self.instance)
         self.grace = timedelta(seconds=settings.fallback_grace_seconds)
         self.lookback = timedelta(seconds=settings.bridge_lookback_seconds)
         self.poll = settings.bridge_poll_seconds
@@ -123,20 +129,34 @@ class Bridge:
             config_delay=settings.fcm_config_retry_seconds,
             config_give_up_after=settings.fcm_config_give_up_seconds,
         )
-        self._engine = make_engine(settings.database_url, pool_size=settings.fcm_concurrency + 2)
+        if self.lease.total_seconds() < 2 * (settings.fcm_http_timeout_seconds + 2):
+            log.warning(
+                "BRIDGE_LEASE_SECONDS=%s is short for FCM_HTTP_TIMEOUT_SECONDS=%s; a slow send "
+                "may outlive its lease (use at least twice the time-out plus 4 s)",
+                settings.bridge_lease_seconds,
+                settings.fcm_http_timeout_seconds,
+            )
+        # No pre-ping: it is a round trip per checkout on the hot path. A connection that died
+        # (PostgreSQL restarted) fails one statement, is invalidated by SQLAlchemy, and the loop
+        # retries after a second.
+        self._engine = create_engine(
+            settings.database_url,
+            pool_size=settings.fcm_concurrency + 2,
+            max_overflow=settings.fcm_concurrency,
+            pool_pre_ping=False,
+            pool_recycle=600,
+        )
         self.store = Store(session_factory(self._engine), self.instance)
         self.sender: Sender = sender or FcmSender(
             resolve(settings), timeout=settings.fcm_http_timeout_seconds
         )
         self.picture = SessionPicture()
         self._inbox: queue.Queue[_Item] = queue.Queue()
-        self._deferred: deque[tuple[int, _Item]] = deque()
+        self._arrivals: list[tuple[str, str, str]] = []  # (eventId, userId, analysisId)
         self._sync_topic = bridge_sync_topic(self.client_id)
         self._sync_wanted = False
         self._sync_nonce: str | None = None
         self._sync_sent_at = 0.0
-        self._in_flight = 0  # sends leased and not yet recorded (loop and pool threads)
-        self._flight_lock = threading.Lock()
         self._dirty = True
         self._next_check = 0.0
         self._next_sweep = 0.0
@@ -145,7 +165,9 @@ class Bridge:
         self._synced_once = False
         self._hold_until = 0.0
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(settings.fcm_concurrency, thread_name_prefix="fcm-send")
+        self._senders: list[threading.Thread] = []
+        self._work = threading.Condition()
+        self._work_seq = 0
         self.mqtt = MqttClient(
             ConnectOptions(
                 host=settings.mqtt_host,
@@ -178,7 +200,7 @@ class Bridge:
 
     def _credentials(self) -> Credentials:
         ttl = self.settings.service_token_ttl_seconds
-        user = self.settings.bridge_mqtt_user
+        user = self.mqtt_user
         token = mint_mqtt_token(self.settings.mqtt_signer, user, ttl, service=True)
         return Credentials(user, token, expires_at=time.time() + ttl)
 
@@ -193,9 +215,13 @@ class Bridge:
         if not self._ready.wait(timeout):
             raise TimeoutError(f"bridge {self.instance} not in sync with the broker in {timeout}s")
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self, timeout: float = 15.0) -> None:
         self._stop.set()
-        self._inbox.put(_Item("done"))
+        self._inbox.put(_Item("wake"))
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -207,11 +233,17 @@ class Bridge:
                 extra={"client_id": self.client_id, "grace_s": self.grace.total_seconds()},
             )
             self._hold_until = time.monotonic() + STARTUP_HOLD_SECONDS
+            for n in range(self.settings.fcm_concurrency):
+                t = threading.Thread(target=self._sender_loop, name=f"fcm-send-{n}", daemon=True)
+                t.start()
+                self._senders.append(t)
             self.mqtt.start()
             try:
                 self._loop()
             finally:
-                self._pool.shutdown(wait=True)  # in-flight sends finish and are recorded
+                self._wake_senders()
+                for t in self._senders:  # in-flight sends finish and are recorded
+                    t.join(self.settings.fcm_http_timeout_seconds + 5)
                 self.mqtt.stop()
                 self._engine.dispose()
                 metrics.IN_SYNC.set(0)
@@ -231,15 +263,14 @@ class Bridge:
                     batch.append(self._inbox.get_nowait())
                 except queue.Empty:
                     break
-            while self._deferred and len(batch) < MAX_BATCH:
-                batch.append(self._deferred.popleft()[1])
             for it in batch:
                 self._handle(it)
             if self._stop.is_set():
                 break
-            self._maybe_sync()
-            mono = time.monotonic()
             try:
+                self._take_in_arrivals()
+                self._maybe_sync()
+                mono = time.monotonic()
                 if mono >= self._next_sweep:
                     self._next_sweep = mono + self.poll
                     self._sweep()
@@ -248,6 +279,7 @@ class Bridge:
                     self._tick()
             except DBAPIError as exc:
                 log.error("database error in the bridge loop; retrying in 1 s: %s", exc.orig)
+                self._arrivals.clear()  # the sweep finds them again from the events table
                 self._next_check = time.monotonic() + 1.0
                 self._stop.wait(1.0)
 
@@ -260,20 +292,15 @@ class Bridge:
         return max(0.0, min(self.poll, deadline - time.monotonic()))
 
     def _handle(self, item: _Item) -> None:
+        """One inbox item. A database failure here loses at most a receipt (the push then
+        happens: the safe side) or an event's fast path (the sweep finds it again)."""
         try:
             if item.kind == "state":
                 self._on_state(item.state)
             elif item.kind == "msg" and item.message is not None:
                 self._on_message(item.message)
-            elif item.kind == "done":
-                self._dirty = True  # a send finished: room for the next delivery
         except DBAPIError as exc:
-            tries = 1 + next((n for n, it in self._deferred if it is item), 0)
-            if tries <= 3 and exc.connection_invalidated:
-                log.warning("database unavailable; will retry a message (%d/3)", tries)
-                self._deferred.append((tries, item))
-            else:
-                log.error("database error handling a message; dropped: %s", exc.orig)
+            log.error("database error handling a message; it is dropped: %s", exc.orig)
         except Exception:
             log.exception("unexpected error handling %s; ignored", item.kind)
 
@@ -410,60 +437,79 @@ class Bridge:
         if event.user_id != user_id or event.analysis_id != analysis_id:
             log.warning("event on a topic that does not match its body ignored")
             return
-        ref = self.store.event(event.event_id)
-        if ref is None or ref.user_id != user_id or ref.type not in PUSHABLE_EVENTS:
-            log.warning(
-                "event not in the database ignored", extra={"event_id": event.event_id[:64]}
-            )
-            return
-        self._intake(ref, utcnow())
+        self._arrivals.append((event.event_id, user_id, analysis_id))
 
     # --- deciding and delivering ----------------------------------------------------------------
 
-    def _intake(self, ref: EventRef, now: datetime) -> None:
-        published = min(now, ref.published_at) if ref.published_at is not None else now
-        if published < now - self.lookback:
+    def _take_in_arrivals(self) -> None:
+        """The events that arrived over MQTT in this batch, checked against the database (the
+        worker commits the row before it publishes): one query and one insert per batch."""
+        if not self._arrivals:
             return
-        live = self.picture.live(ref.user_id)
-        first = decide(
-            DecisionInput(ref.type, published, now, self.grace, live_at_publish=live, live_now=live)
-        )
-        due = first.until if first.action is Action.WAIT and first.until else now
-        if self.store.create_decision(
-            ref, published_at=published, live_at_publish=live, due_at=due
-        ):
-            self._dirty = True
-            log.info(
-                "event taken in",
-                extra={
-                    "event_id": ref.event_id,
-                    "user_id": ref.user_id,
-                    "live": live,
-                    "wait_s": round((due - now).total_seconds(), 3),
-                },
+        arrivals, self._arrivals = self._arrivals, []
+        refs = self.store.events([eid for eid, _, _ in arrivals])
+        good = []
+        for eid, uid, aid in arrivals:
+            ref = refs.get(eid)
+            if ref is None or ref.user_id != uid or ref.analysis_id != aid:
+                log.warning("event not in the database ignored", extra={"user_id": uid})
+            elif ref.type in PUSHABLE_EVENTS:
+                good.append(ref)
+        self._intake(good, utcnow())
+
+    def _intake(self, refs: list[EventRef], now: datetime) -> None:
+        rows = []
+        for ref in refs:
+            published = min(now, ref.published_at) if ref.published_at is not None else now
+            if published < now - self.lookback:
+                continue
+            live = self.picture.live(ref.user_id)
+            first = decide(
+                DecisionInput(
+                    ref.type, published, now, self.grace, live_at_publish=live, live_now=live
+                )
             )
+            due = first.until if first.action is Action.WAIT and first.until else now
+            rows.append(NewDecision(ref, published, live, due))
+        created = self.store.create_decisions(rows)
+        if created:
+            self._dirty = True
+        for r in rows:
+            if r.ref.event_id in created:
+                log.debug(
+                    "event taken in",
+                    extra={
+                        "event_id": r.ref.event_id,
+                        "user_id": r.ref.user_id,
+                        "live": r.live_at_publish,
+                        "wait_s": round((r.due_at - now).total_seconds(), 3),
+                    },
+                )
 
     def _sweep(self) -> None:
+        """Terminal events published but not taken in (this bridge was away, or MQTT missed
+        them). A full batch means a backlog: sweep again on the next pass, not after a poll."""
         now = utcnow()
-        for ref in self.store.unseen_published(now - self.lookback):
-            self._intake(ref, now)
+        refs = self.store.unseen_published(now - self.lookback, limit=SWEEP_BATCH)
+        self._intake(refs, now)
+        if len(refs) >= SWEEP_BATCH:
+            self._next_sweep = time.monotonic()
 
     def _tick(self) -> None:
         now = utcnow()
-        if self._synced_once or time.monotonic() >= self._hold_until:
-            self._decide(now)
-        with self._flight_lock:
-            free = self.settings.fcm_concurrency - self._in_flight
-        for claim in self.store.claim_deliveries(now, self.lease, free):
-            with self._flight_lock:
-                self._in_flight += 1
-            self._pool.submit(self._deliver, claim)
+        if (self._synced_once or time.monotonic() >= self._hold_until) and self._decide(now):
+            self._wake_senders()  # new deliveries: do not wait for the next query
         nxt = self.store.next_due()
+        if nxt is not None and nxt <= utcnow():
+            self._wake_senders()  # new deliveries, or a retry that fell due
         wait = self.poll if nxt is None else (nxt - utcnow()).total_seconds()
         self._next_check = time.monotonic() + max(0.0, min(self.poll, wait))
 
-    def _decide(self, now: datetime) -> None:
+    def _decide(self, now: datetime) -> bool:
+        """Settle due decisions; True when some of them created deliveries."""
+        pushed = False
         for f in self.store.process_due(now, self.grace, self.picture.live):
+            pushed = pushed or f.devices > 0
             metrics.DECISIONS.labels(f.state).inc()
             metrics.DECISION_LATENCY.labels(f.state).observe(
                 max(0.0, (now - f.published_at).total_seconds())
@@ -476,24 +522,51 @@ class Bridge:
                 f.reason,
                 extra={"event_id": f.event_id, "user_id": f.user_id, "devices": f.devices},
             )
+        return pushed
+
+    def _wake_senders(self) -> None:
+        with self._work:
+            self._work_seq += 1
+            self._work.notify_all()
+
+    def _sender_loop(self) -> None:
+        """A sender thread: lease one due delivery, send it, record it; sleep when none is due.
+        Reading the wake-up counter before claiming means no wake-up is ever missed."""
+        with log_context(bridge=self.instance):
+            while not self._stop.is_set():
+                with self._work:
+                    seen = self._work_seq
+                try:
+                    claims = self.store.claim_deliveries(utcnow(), self.lease, CLAIM_BATCH)
+                except DBAPIError as exc:
+                    log.error("database error leasing a push; retrying in 1 s: %s", exc.orig)
+                    self._stop.wait(1.0)
+                    continue
+                if claims:
+                    for claim in claims:  # sent even if we are stopping: they are leased
+                        self._deliver(claim)
+                    continue
+                with self._work:
+                    while self._work_seq == seen and not self._stop.is_set():
+                        self._work.wait(timeout=5.0)
 
     def _deliver(self, claim: Claim) -> None:
-        """Pool thread: one attempt at FCM, recorded in the database whatever happens."""
+        """One attempt at FCM, recorded in the database whatever happens. A lease that could run
+        out during the send is given back unsent: another bridge may take it then, and two
+        sends of one delivery must never overlap."""
         with log_context(
-            bridge=self.instance,
             event_id=claim.event_id,
             user_id=claim.user_id,
             analysis_id=claim.analysis_id,
             request_id=claim.request_id,
         ):
             try:
+                if utcnow() + self.lease / 2 >= claim.lease_until:
+                    self.store.release(claim, utcnow())
+                    return
                 self._attempt(claim)
             except Exception:
                 log.exception("recording a push attempt failed; its lease will expire and retry")
-            finally:
-                with self._flight_lock:
-                    self._in_flight -= 1
-                self._inbox.put(_Item("done"))
 
     def _attempt(self, claim: Claim) -> None:
         started = utcnow()

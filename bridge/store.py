@@ -15,13 +15,26 @@ All times are passed in (``now``) so that the logic above the store stays testab
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy import (
+    DateTime,
+    String,
+    and_,
+    cast,
+    column,
+    delete,
+    func,
+    select,
+    text,
+    update,
+    values,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,6 +67,14 @@ class EventRef:
 
 
 @dataclass(frozen=True, slots=True)
+class NewDecision:
+    ref: EventRef
+    published_at: datetime
+    live_at_publish: int | None
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Finalized:
     """A decision that reached its final state in :meth:`Store.process_due`."""
 
@@ -79,6 +100,7 @@ class Claim:
     payload: dict[str, Any]
     published_at: datetime | None
     lost_previous: bool  # the previous lease ran out without a report (a bridge died)
+    lease_until: datetime
     # For log correlation: the analysis, and the X-Request-ID of its upload (None if unknown).
     analysis_id: str | None = None
     request_id: str | None = None
@@ -95,20 +117,33 @@ class Store:
         self._factory = factory
         self.instance = instance
 
+    @contextmanager
+    def _begin(self, *, durable: bool) -> Iterator[Session]:
+        """A transaction. ``durable=False`` commits without waiting for the WAL flush: for the
+        decision side only, which is re-derived from ``events`` (the durable truth) if a
+        PostgreSQL crash loses it. Leases and attempt outcomes are always durable: a later
+        durable commit also flushes every earlier asynchronous one."""
+        with transaction(self._factory) as s:
+            if not durable:
+                s.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            yield s
+
     # --- intake -----------------------------------------------------------------------------
 
-    def event(self, event_id: str) -> EventRef | None:
+    def events(self, event_ids: Sequence[str]) -> dict[str, EventRef]:
+        if not event_ids:
+            return {}
         with self._factory() as s:
-            row = s.execute(
+            rows = s.execute(
                 select(
                     EventRow.id,
                     EventRow.user_id,
                     EventRow.analysis_id,
                     EventRow.type,
                     EventRow.published_at,
-                ).where(EventRow.id == event_id)
-            ).first()
-        return EventRef(*row) if row else None
+                ).where(EventRow.id.in_(list(event_ids)))
+            ).all()
+        return {row[0]: EventRef(*row) for row in rows}
 
     def unseen_published(self, since: datetime, limit: int = 500) -> list[EventRef]:
         """Terminal events published since ``since`` that no bridge has taken in yet."""
@@ -132,36 +167,50 @@ class Store:
         with self._factory() as s:
             return [EventRef(*row) for row in s.execute(q).all()]
 
-    def create_decision(
-        self,
-        ref: EventRef,
-        *,
-        published_at: datetime,
-        live_at_publish: int | None,
-        due_at: datetime,
-    ) -> bool:
-        """Record that ``ref`` was seen published; False when another path/bridge was first."""
+    def create_decisions(self, rows: Sequence[NewDecision]) -> set[str]:
+        """Record that these events were seen published; returns the ids this call created
+        (an id already there was taken in by another path or bridge first)."""
+        if not rows:
+            return set()
         stmt = (
             insert(PushDecision)
             .values(
-                event_id=ref.event_id,
-                user_id=ref.user_id,
-                analysis_id=ref.analysis_id,
-                event_type=ref.type,
-                published_at=published_at,
-                live_at_publish=live_at_publish,
-                due_at=due_at,
-                state="pending",
+                [
+                    {
+                        "event_id": r.ref.event_id,
+                        "user_id": r.ref.user_id,
+                        "analysis_id": r.ref.analysis_id,
+                        "event_type": r.ref.type,
+                        "published_at": r.published_at,
+                        "live_at_publish": r.live_at_publish,
+                        "due_at": r.due_at,
+                        "state": "pending",
+                    }
+                    for r in rows
+                ]
             )
             .on_conflict_do_nothing(index_elements=[PushDecision.event_id])
+            .returning(PushDecision.event_id)
         )
-        with transaction(self._factory) as s:
-            return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
+        with self._begin(durable=False) as s:
+            created = set(s.execute(stmt).scalars())
+            if created:
+                # A device may have confirmed before we took the event in (it got the event at
+                # the same moment we did): such a decision is due now, to be settled at once.
+                s.execute(
+                    update(PushDecision)
+                    .where(
+                        PushDecision.event_id.in_(created),
+                        PushDecision.event_id.in_(select(PushReceipt.event_id)),
+                    )
+                    .values(due_at=func.least(PushDecision.due_at, func.now()))
+                )
+            return created
 
     # --- receipts and session changes ---------------------------------------------------------
 
     def record_receipt(self, user_id: str, event_id: str, now: datetime) -> ReceiptResult:
-        with transaction(self._factory) as s:
+        with self._begin(durable=False) as s:
             owner = s.execute(select(EventRow.user_id).where(EventRow.id == event_id)).scalar()
             if owner is None or owner != user_id:
                 return ReceiptResult.FOREIGN
@@ -182,7 +231,7 @@ class Store:
         """Make the users' pending decisions due now (they went offline without a receipt)."""
         if not user_ids:
             return 0
-        with transaction(self._factory) as s:
+        with self._begin(durable=False) as s:
             return int(
                 s.execute(
                     update(PushDecision)
@@ -210,19 +259,28 @@ class Store:
         now: datetime,
         grace: timedelta,
         live_now: Callable[[str], int | None],
-        limit: int = 200,
+        limit: int = 500,
     ) -> list[Finalized]:
-        """Decide every due pending decision (that no other bridge holds) in one transaction."""
+        """Decide due pending decisions (that no other bridge holds) in one transaction: one
+        statement each to read them, their receipts, devices and earlier deliveries, and one
+        each to write the outcomes, the new due times and the deliveries."""
         out: list[Finalized] = []
-        with transaction(self._factory) as s:
-            rows = s.execute(
-                select(PushDecision)
+        with self._begin(durable=False) as s:
+            decisions = s.execute(
+                select(
+                    PushDecision.event_id,
+                    PushDecision.user_id,
+                    PushDecision.event_type,
+                    PushDecision.published_at,
+                    PushDecision.live_at_publish,
+                )
                 .where(PushDecision.state == "pending", PushDecision.due_at <= now)
-                .order_by(PushDecision.due_at)
+                # Newest first: under a backlog (a bridge catching up after an outage) a fresh
+                # event must not wait behind events that are already minutes old.
+                .order_by(PushDecision.published_at.desc())
                 .limit(limit)
                 .with_for_update(skip_locked=True)
-            ).scalars()
-            decisions = list(rows)
+            ).all()
             if not decisions:
                 return out
             ids = [d.event_id for d in decisions]
@@ -249,6 +307,8 @@ class Store:
             ):
                 pushed.setdefault(eid, set()).add(token)
 
+            finals: list[tuple[str, str, str, datetime | None]] = []
+            waits: list[tuple[str, datetime]] = []
             new_deliveries: list[dict[str, Any]] = []
             for d in decisions:
                 user_devices = devices.get(d.user_id, [])
@@ -266,31 +326,29 @@ class Store:
                     )
                 )
                 if decision.action is Action.WAIT:
-                    d.due_at = decision.until or now
+                    waits.append((d.event_id, decision.until or now))
                     continue
-                platforms = dict(user_devices)
+                receipt_at = None
                 if decision.action is Action.PUSH:
                     state = "pushed" if decision.devices else "no_devices"
-                    for token in decision.devices:
-                        new_deliveries.append(
-                            {
-                                "event_id": d.event_id,
-                                "user_id": d.user_id,
-                                "device_token": token,
-                                "platform": platforms[token],
-                                "status": "pending",
-                                "next_attempt_at": now,
-                            }
-                        )
+                    platforms = dict(user_devices)
+                    new_deliveries += [
+                        {
+                            "event_id": d.event_id,
+                            "user_id": d.user_id,
+                            "device_token": token,
+                            "platform": platforms[token],
+                            "status": "pending",
+                            "next_attempt_at": now,
+                        }
+                        for token in decision.devices
+                    ]
                 elif decision.action is Action.SUPPRESS:
                     state = "suppressed"
-                    d.receipt_at = receipts.get(d.event_id)
+                    receipt_at = receipts.get(d.event_id)
                 else:
                     state = "ignored"
-                d.state = state
-                d.reason = str(decision.reason)
-                d.decided_at = now
-                d.decided_by = self.instance
+                finals.append((d.event_id, state, str(decision.reason), receipt_at))
                 out.append(
                     Finalized(
                         d.event_id,
@@ -301,7 +359,34 @@ class Store:
                         len(decision.devices),
                     )
                 )
-            s.flush()
+            if finals:
+                v = values(
+                    column("eid", String),
+                    column("state", String),
+                    column("reason", String),
+                    column("receipt_at", DateTime(timezone=True)),
+                    name="v",
+                ).data(finals)
+                s.execute(
+                    update(PushDecision)
+                    .where(PushDecision.event_id == v.c.eid)
+                    .values(
+                        state=v.c.state,
+                        reason=v.c.reason,
+                        receipt_at=cast(v.c.receipt_at, DateTime(timezone=True)),
+                        decided_at=now,
+                        decided_by=self.instance,
+                    )
+                )
+            if waits:
+                w = values(
+                    column("eid", String), column("due", DateTime(timezone=True)), name="w"
+                ).data(waits)
+                s.execute(
+                    update(PushDecision)
+                    .where(PushDecision.event_id == w.c.eid)
+                    .values(due_at=cast(w.c.due, DateTime(timezone=True)))
+                )
             if new_deliveries:
                 s.execute(
                     insert(PushDelivery)
@@ -320,7 +405,7 @@ class Store:
             .where(
                 PushDelivery.status.in_(("pending", "sending")), PushDelivery.next_attempt_at <= now
             )
-            .order_by(PushDelivery.next_attempt_at)
+            .order_by(PushDelivery.next_attempt_at.desc())  # newest first, as decisions
             .limit(limit)
             .with_for_update(skip_locked=True)
             .cte("due")
@@ -345,7 +430,7 @@ class Store:
                 due.c.old_status,
             )
         )
-        with transaction(self._factory) as s:
+        with self._begin(durable=True) as s:
             rows = s.execute(stmt).all()
             if not rows:
                 return []
@@ -394,11 +479,25 @@ class Store:
                         payload=payload,
                         published_at=published,
                         lost_previous=lost,
+                        lease_until=now + lease,
                         analysis_id=analysis_id,
                         request_id=request_id,
                     )
                 )
         return claims
+
+    def release(self, claim: Claim, now: datetime) -> None:
+        """Give back a leased delivery that was not sent (its lease is too close to expiry)."""
+        with self._begin(durable=True) as s:
+            s.execute(
+                update(PushDelivery)
+                .where(
+                    PushDelivery.id == claim.delivery_id,
+                    PushDelivery.status == "sending",
+                    PushDelivery.attempts == claim.attempt,
+                )
+                .values(status="pending", attempts=PushDelivery.attempts - 1, next_attempt_at=now)
+            )
 
     def record_attempt(
         self,
@@ -430,7 +529,7 @@ class Store:
             values["last_error"] = None
         if terminal:
             values["finished_at"] = finished
-        with transaction(self._factory) as s:
+        with self._begin(durable=True) as s:
             s.add(
                 PushAttempt(
                     delivery_id=claim.delivery_id,
@@ -464,14 +563,15 @@ class Store:
 
     def next_due(self) -> datetime | None:
         """The earliest time anything pending (a decision or a delivery) falls due."""
+        decisions = (
+            select(func.min(PushDecision.due_at))
+            .where(PushDecision.state == "pending")
+            .scalar_subquery()
+        )
+        deliveries = (
+            select(func.min(PushDelivery.next_attempt_at))
+            .where(PushDelivery.status.in_(("pending", "sending")))
+            .scalar_subquery()
+        )
         with self._factory() as s:
-            a = s.execute(
-                select(func.min(PushDecision.due_at)).where(PushDecision.state == "pending")
-            ).scalar()
-            b = s.execute(
-                select(func.min(PushDelivery.next_attempt_at)).where(
-                    PushDelivery.status.in_(("pending", "sending"))
-                )
-            ).scalar()
-        times = [t for t in (a, b) if t is not None]
-        return min(times) if times else None
+            return s.execute(select(func.least(decisions, deliveries))).scalar()

@@ -38,6 +38,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from plantnotify.broker.process import free_port, port_free
 from plantnotify.settings import ConfigError, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,22 +70,6 @@ PORTS: tuple[PortSpec, ...] = (
 
 class StackError(RuntimeError):
     """The stack cannot start; the message says what to do."""
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def choose_ports(
@@ -188,7 +173,13 @@ def stack(ctx: Stack) -> list[Part]:
     parts += [
         Part("api", ["api"], http_ready(ctx.url("API_PORT", "/healthz"))),
         Part("worker", ["worker"], tcp_ready(ctx.ports["METRICS_PORT_WORKER"])),
-        Part("bridge", ["bridge"], tcp_ready(ctx.ports["METRICS_PORT_BRIDGE"])),
+        # A stable name: the bridge's persistent MQTT session (receipts kept while it restarts).
+        Part(
+            "bridge",
+            ["bridge"],
+            tcp_ready(ctx.ports["METRICS_PORT_BRIDGE"]),
+            env={"BRIDGE_INSTANCE": "local"},
+        ),
     ]
     return parts
 
@@ -364,6 +355,23 @@ def demo_account(api: str) -> tuple[str, str] | None:
     return str(body["userId"]), str(body["accessToken"])
 
 
+def demo_device(api: str, user_id: str, access_token: str) -> str | None:
+    """Register a pretend phone for the demo user, so an upload with no app open shows a push
+    in the FCM emulator; its registration token, or None."""
+    token = f"demo-phone-{user_id}"
+    request = urllib.request.Request(  # noqa: S310 (our own API)
+        f"{api}/api/v1/devices",
+        data=json.dumps({"token": token, "platform": "android"}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {access_token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return token if 200 <= response.status < 300 else None
+    except (urllib.error.URLError, OSError):
+        return None
+
+
 def demo_image(path: Path) -> Path:
     """A leaf with brown spots, for the printed upload command."""
     from PIL import Image, ImageDraw
@@ -424,6 +432,11 @@ def print_banner(console: Console, ctx: Stack, parts: list[Part], notes: list[st
             f"  curl -s -H 'Authorization: Bearer {access}' -F image=@{image} "
             f"-F cropType=tomato {api}/api/v1/plantanalyses/async",
         ]
+        if "fcm-emulator" in names and demo_device(api, user_id, access):
+            lines.append(
+                "With no app of that user open, the result also arrives as a push to its "
+                f"registered demo phone: see {ctx.url('FCM_EMULATOR_PORT')}/"
+            )
     else:
         lines += ["", "(could not create the demo account; register in the web app instead)"]
     for line in lines:

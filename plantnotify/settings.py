@@ -150,6 +150,9 @@ class Settings(BaseSettings):
         None, description="Base URL replacing https://fcm.googleapis.com (emulator, tests)."
     )
     fcm_emulator_port: int = Field(8200, description="Port of the local FCM emulator.")
+    fcm_emulator_host: str = Field(
+        "127.0.0.1", description="Address the FCM emulator binds to (`0.0.0.0` in containers)."
+    )
     fallback_grace_seconds: float = Field(
         10.0, ge=0, description="Wait for a receipt before pushing to a live user."
     )
@@ -170,9 +173,6 @@ class Settings(BaseSettings):
     fcm_ttl_seconds: int = Field(
         86400, ge=0, le=2_419_200, description="How long FCM keeps an undelivered push."
     )
-    bridge_mqtt_user: str = Field(
-        "plantnotify-bridge", description="Service identity (MQTT username) of the bridge."
-    )
     bridge_instance: str | None = Field(
         None, description="Stable name of this bridge (MQTT client id suffix); default host-pid."
     )
@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Events published longer ago than this are never pushed."
     )
     bridge_lease_seconds: float = Field(
-        30.0, gt=0, description="How long one bridge owns a push it is sending."
+        60.0, gt=0, description="How long one bridge owns the pushes it is sending."
     )
     metrics_port_worker: int = Field(9101, description="Prometheus port of the worker.")
     metrics_port_bridge: int = Field(9102, description="Prometheus port of the bridge.")

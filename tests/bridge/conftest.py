@@ -55,7 +55,7 @@ def bridge_settings(settings: Settings, emulator: FcmEmulator, **overrides: Any)
         "fcm_max_attempts": 3,
         "fcm_concurrency": 4,
         "bridge_session_expiry_seconds": 120,
-        "bridge_lease_seconds": 10.0,
+        "bridge_lease_seconds": 30.0,
     }
     values.update(overrides)
     return settings_with(settings, **values)

@@ -15,7 +15,9 @@ from bridge import metrics
 from bridge.credentials import ephemeral_service_account
 from bridge.decision import Reason
 from bridge.emulator import FcmEmulator
+from plantnotify.contracts.events import utcnow
 from plantnotify.contracts.topics import receipts_topic
+from plantnotify.db.models import PushDecision, PushDelivery
 from plantnotify.settings import Settings
 from tests.bridge.conftest import BridgeFactory, PhoneFactory, World, new_user, wait_live
 from tests.support.broker import BrokerFactory, BrokerHandle
@@ -442,3 +444,66 @@ def test_bridge_killed_mid_grace_pushes_exactly_once_after_restart(
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+def test_receipt_that_arrives_before_the_bridge_took_the_event_in_still_counts(
+    make_bridge: BridgeFactory, world: World, phone: PhoneFactory, fcm_emulator: FcmEmulator
+) -> None:
+    # The device gets the event at the same moment as the bridge and may answer first.
+    bridge = make_bridge(fallback_grace_seconds=60)
+    user = new_user()
+    token = world.add_device(user)
+    p = phone(user)
+    wait_live(bridge, user, 1)
+    event = world.event(user)
+    world.store(event)  # committed, not yet published
+    p.confirm(event.event_id)
+    wait_for(lambda: world.receipt(event.event_id), what="the receipt recorded")
+    world.publish(event)
+
+    d = world.final_decision(event.event_id, timeout=10)  # not after the 60 s grace
+    assert d.state == "suppressed"
+    assert fcm_emulator.deliveries(token) == []
+
+
+def test_a_push_whose_sender_died_mid_send_is_retried_and_recorded_as_unknown(
+    make_bridge: BridgeFactory, world: World, fcm_emulator: FcmEmulator
+) -> None:
+    # What a bridge SIGKILLed between leasing a delivery and recording it leaves behind.
+    user = new_user()
+    token = world.add_device(user)
+    event = world.event(user)
+    world.store(event, published=True)
+    now = utcnow()
+    with world.db.begin() as s:
+        s.add(
+            PushDecision(
+                event_id=event.event_id,
+                user_id=user,
+                analysis_id=event.analysis_id,
+                event_type=str(event.event),
+                published_at=now,
+                live_at_publish=0,
+                due_at=now,
+                state="pushed",
+                decided_at=now,
+            )
+        )
+        s.flush()
+        s.add(
+            PushDelivery(
+                event_id=event.event_id,
+                user_id=user,
+                device_token=token,
+                platform="android",
+                status="sending",
+                attempts=1,
+                next_attempt_at=now - timedelta(seconds=1),  # the lease ran out
+            )
+        )
+    make_bridge()
+
+    (row,) = world.finished(event.event_id, 1).values()
+    assert (row.status, row.attempts) == ("sent", 2)
+    assert [a.outcome for a in world.attempts(row.id)] == ["unknown", "sent"]
+    assert len(fcm_emulator.deliveries(token)) == 1

@@ -70,7 +70,7 @@ def test_completed_payload_on_the_wire(sender: FcmSender, fcm_emulator: FcmEmula
     assert headers["apns-collapse-id"] == event.analysis_id
     assert int(headers["apns-expiration"]) > time.time()
     assert msg["webpush"]["fcm_options"]["link"] == (
-        f"https://plants.example/?analysis={event.analysis_id}"
+        f"https://plants.example/#/analyses/{event.analysis_id}"
     )
     assert got["headers"]["x-firebase-client"].startswith("fire-admin-python/")
 

@@ -42,7 +42,9 @@ def test_the_run_is_visible_in_the_metrics(stack_run: StackRun) -> None:
     m = stack_run.metrics
     assert value(m["api"], 'plantnotify_api_uploads_total{outcome="accepted"}') == 1
     assert value(m["worker"], "plantnotify_outbox_events_published_total") >= 1
-    assert value(m["bridge"], 'plantnotify_bridge_deliveries_total{status="sent"}') == 1
+    # At least the one push of the run; exactly-once per (event, device) is tested in
+    # tests/bridge with the emulator's own record, where it belongs.
+    assert value(m["bridge"], 'plantnotify_bridge_deliveries_total{status="sent"}') >= 1
     # the exporter, the worker, the bridge and the phone: all accepted by the plugin
     assert value(m["broker"], 'plantnotify_mqtt_connects_total{result="accepted"}') >= 4
     assert value(m["broker"], "plantnotify_broker_up") == 1
