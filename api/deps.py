@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api import accounts
 from api.state import AppState
 from api.tokens import InvalidToken, Principal
 from plantnotify.settings import Settings
@@ -62,11 +64,43 @@ async def get_principal(
     except InvalidToken:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            "The access token is invalid or expired; log in again",
+            "The access token is invalid or expired; refresh it or log in again",
             headers=_UNAUTHORIZED,
         ) from None
+    if not await run_in_threadpool(_active, state, principal):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "This login has ended (logged out, password changed or account deleted); log in again",
+            headers=_UNAUTHORIZED,
+        )
     request.scope.setdefault("state", {})["user_id"] = principal.user_id
     return principal
 
 
+async def get_optional_principal(
+    request: Request,
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """The caller when a valid, unrevoked bearer token came; None otherwise (never 401)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        return None
+    try:
+        return await get_principal(request, state, credentials)
+    except HTTPException:
+        return None
+
+
+OptionalCaller = Annotated[Principal | None, Depends(get_optional_principal)]
+
+
+def _active(state: AppState, principal: Principal) -> bool:
+    with state.sessions() as session:
+        return accounts.is_active(session, principal)
+
+
 Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None

@@ -50,9 +50,36 @@ class LoginRequest(ApiModel):
 
 class LoginResponse(ApiModel):
     access_token: str
+    refresh_token: str = Field(
+        description="Spend it at `POST /auth/refresh` for new tokens before the access token "
+        "expires; each refresh token works once (a reused one ends the login session)."
+    )
     token_type: Literal["bearer"] = "bearer"  # noqa: S105
     expires_in: int = Field(description="Seconds until the access token expires.")
+    refresh_expires_in: int = Field(
+        description="Seconds the login session lasts without a refresh (each refresh renews it)."
+    )
     user_id: str
+
+
+REFRESH_TOKEN_PATTERN = r"^[A-Za-z0-9_-]{16,256}$"  # noqa: S105 (a pattern)
+
+
+class RefreshRequest(ApiModel):
+    refresh_token: str = Field(pattern=REFRESH_TOKEN_PATTERN)
+
+
+class LogoutRequest(ApiModel):
+    refresh_token: str | None = Field(
+        None,
+        pattern=REFRESH_TOKEN_PATTERN,
+        description="This device's refresh token; without it, the bearer token's session ends.",
+    )
+
+
+class PasswordChangeRequest(ApiModel):
+    current_password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
 
 
 # --- realtime ---------------------------------------------------------------------------

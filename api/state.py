@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,3 +22,8 @@ class AppState:
     publisher: JobPublisher
     tokens: AccessTokens
     metrics: ApiMetrics
+    # Set after a commit that revoked something: the revocation feed pushes it to the broker.
+    revocation_wakeup: threading.Event = field(default_factory=threading.Event)
+
+    def revocations_changed(self) -> None:
+        self.revocation_wakeup.set()

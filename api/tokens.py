@@ -11,12 +11,14 @@ Two verifiers, each pinned to one algorithm and key (RFC 8725 §3.1):
   audience is configured), the user id read from ``AUTH_USER_ID_CLAIM``. Such users need no
   ``users`` row.
 
-Every token needs ``exp``; the user id must match the contract's user id rule, because it
+Local tokens name their login session (``sid``): a revoked session's tokens are refused
+(``api/accounts.py``). Every token needs ``exp``; the user id must match the contract's user id rule, because it
 becomes an MQTT username and a topic level.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from plantnotify.contracts.claims import (
     CLAIM_EXPIRES,
     CLAIM_ISSUED_AT,
     CLAIM_ISSUER,
+    CLAIM_SESSION,
     CLAIM_SUBJECT,
     MIN_HS256_SECRET_BYTES,
 )
@@ -38,6 +41,7 @@ from plantnotify.contracts.ids import is_valid_user_id
 from plantnotify.settings import ConfigError, Settings
 
 MAX_TOKEN_BYTES = 8192
+_SID = re.compile(r"[0-9a-f]{32}")
 LEEWAY_SECONDS = 30
 _HMAC = ("HS256", "HS384", "HS512")
 _ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
@@ -49,11 +53,14 @@ class InvalidToken(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a user id, and when their access token expires (unix seconds)."""
+    """Who is calling: a user id, when their access token expires and was issued (unix
+    seconds), and the login session it belongs to (local tokens)."""
 
     user_id: str
     expires_at: int
     source: Literal["local", "external"]
+    issued_at: int | None = None
+    session_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +87,17 @@ class _Verifier:
             raw = str(raw)  # identity providers with numeric user ids (e.g. 42)
         if not isinstance(raw, str) or not is_valid_user_id(raw):
             raise InvalidToken("the token's user id is not a valid user id")
-        return Principal(user_id=raw, expires_at=int(claims[CLAIM_EXPIRES]), source=self.source)
+        issued = claims.get(CLAIM_ISSUED_AT)
+        sid = claims.get(CLAIM_SESSION) if self.source == "local" else None
+        if self.source == "local" and not (isinstance(sid, str) and _SID.fullmatch(sid)):
+            raise InvalidToken("the access token names no login session")
+        return Principal(
+            user_id=raw,
+            expires_at=int(claims[CLAIM_EXPIRES]),
+            source=self.source,
+            issued_at=int(issued) if isinstance(issued, int | float) else None,
+            session_id=sid,
+        )
 
 
 class AccessTokens:
@@ -107,10 +124,11 @@ class AccessTokens:
     def accepts_external(self) -> bool:
         return len(self._verifiers) > 1
 
-    def issue(self, user_id: str, *, now: int | None = None) -> str:
+    def issue(self, user_id: str, session_id: str, *, now: int | None = None) -> str:
         issued = int(time.time()) if now is None else now
         claims = {
             CLAIM_SUBJECT: user_id,
+            CLAIM_SESSION: session_id,
             CLAIM_ISSUED_AT: issued,
             CLAIM_EXPIRES: issued + self.ttl_seconds,
             CLAIM_AUDIENCE: ACCESS_TOKEN_AUDIENCE,

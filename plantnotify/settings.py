@@ -75,7 +75,18 @@ class Settings(BaseSettings):
         description="HS256 secret (>= 32 bytes) for access tokens and MQTT tokens.",
         repr=False,
     )
-    access_token_ttl_seconds: int = Field(3600, description="Lifetime of API access tokens.")
+    access_token_ttl_seconds: int = Field(
+        900, ge=30, description="Lifetime of API access tokens (renewed with the refresh token)."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        30 * 86400, ge=60, description="A login session ends after this long without a refresh."
+    )
+    refresh_reuse_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="A just-spent refresh token sent again this soon (a lost answer) is rotated "
+        "again; later reuse revokes the login session.",
+    )
     auth_jwt_algorithm: str = Field("HS256", description="Algorithm of accepted access tokens.")
     auth_jwt_public_key_file: Path | None = Field(
         None, description="PEM public key for an external identity provider's RS256/ES256 tokens."

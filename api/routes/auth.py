@@ -1,28 +1,35 @@
-"""``POST /auth/register`` and ``POST /auth/login``."""
+"""Accounts: register, log in, refresh, log out (this device or everywhere), change password.
+
+Login sessions and revocation: ``api/accounts.py``."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api import passwords
-from api.deps import SessionDep, StateDep
+from api import accounts, audit, passwords
+from api.deps import Caller, OptionalCaller, SessionDep, StateDep, client_ip
 from api.schemas import (
     ErrorResponse,
     LoginRequest,
     LoginResponse,
+    LogoutRequest,
+    PasswordChangeRequest,
+    RefreshRequest,
     RegisterRequest,
     RegisterResponse,
 )
+from api.state import AppState
 from plantnotify.contracts.ids import new_user_id
-from plantnotify.db.models import User
+from plantnotify.db.models import AuthSession, User
 from plantnotify.logs import get_logger
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 log = get_logger("plantnotify.api.auth")
 
 _LOGIN_FAILED = "Wrong username or password"
+_UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 @router.post(
@@ -46,6 +53,8 @@ def register(body: RegisterRequest, session: SessionDep) -> RegisterResponse:
     )
     session.add(user)
     try:
+        session.flush()
+        audit.record(session, audit.REGISTERED, user_id=user.id)
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -57,25 +66,186 @@ def register(body: RegisterRequest, session: SessionDep) -> RegisterResponse:
     return RegisterResponse(user_id=user.id, username=user.username)
 
 
+def _tokens(state: AppState, issued: accounts.Issued) -> LoginResponse:
+    return LoginResponse(
+        access_token=state.tokens.issue(issued.user_id, issued.session_id),
+        refresh_token=issued.refresh_token,
+        expires_in=state.tokens.ttl_seconds,
+        refresh_expires_in=state.settings.refresh_token_ttl_seconds,
+        user_id=issued.user_id,
+    )
+
+
 @router.post(
     "/login",
     response_model=LoginResponse,
     responses={401: {"model": ErrorResponse, "description": "Wrong username or password"}},
-    summary="Get an access token",
+    summary="Log in: an access token and this device's refresh token",
 )
-def login(body: LoginRequest, session: SessionDep, state: StateDep) -> LoginResponse:
+def login(
+    body: LoginRequest, request: Request, session: SessionDep, state: StateDep
+) -> LoginResponse:
+    ip = client_ip(request)
     user = session.scalar(select(User).where(User.username == body.username.lower()))
     if user is None:
         passwords.burn_verification_time(body.password)
+        audit.record(session, audit.LOGIN_FAILED, user_id=None, ip=ip, reason="unknown user")
+        session.commit()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, _LOGIN_FAILED)
     if not passwords.verify_password(user.password_hash, body.password):
         log.info("login refused", extra={"user_id": user.id})
+        audit.record(session, audit.LOGIN_FAILED, user_id=user.id, ip=ip, reason="password")
+        session.commit()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, _LOGIN_FAILED)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(body.password)
-        session.commit()
-    return LoginResponse(
-        access_token=state.tokens.issue(user.id),
-        expires_in=state.tokens.ttl_seconds,
-        user_id=user.id,
+    issued = accounts.start_session(
+        session, user.id, state.settings, user_agent=request.headers.get("user-agent")
     )
+    audit.record(session, audit.LOGIN, user_id=user.id, ip=ip, session=issued.session_id)
+    session.commit()
+    return _tokens(state, issued)
+
+
+_REFRESH_REFUSED = "The refresh token is invalid, spent or its login has ended; log in again"
+
+
+@router.post(
+    "/refresh",
+    response_model=LoginResponse,
+    responses={401: {"model": ErrorResponse, "description": _REFRESH_REFUSED}},
+    summary="Spend a refresh token: a new access token and a new refresh token",
+    description="The refresh token sent is spent; keep the new one. Sending a spent refresh "
+    "token again ends that login session (someone else may hold a copy), unless it is the "
+    "same token again within a few seconds while its successor is still unused (a lost answer).",
+)
+def refresh(
+    body: RefreshRequest, request: Request, session: SessionDep, state: StateDep
+) -> LoginResponse:
+    try:
+        issued = accounts.rotate(session, body.refresh_token, state.settings, ip=client_ip(request))
+    except accounts.RefreshRefused as exc:
+        session.commit()  # a reuse revoked the session: keep that
+        log.info("refresh refused: %s", exc)
+        if str(exc) == "reused":
+            state.revocations_changed()
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, _REFRESH_REFUSED, headers=_UNAUTHORIZED
+        ) from None
+    session.commit()
+    return _tokens(state, issued)
+
+
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={401: {"model": ErrorResponse, "description": "Neither token given nor valid"}},
+    summary="Log this device out: its access, refresh and MQTT tokens stop working",
+    description="Send this device's refresh token in the body, or the access token as bearer "
+    "(or both). Live MQTT connections of the session are closed within seconds. Idempotent.",
+)
+def logout(
+    request: Request,
+    session: SessionDep,
+    state: StateDep,
+    caller: OptionalCaller,
+    body: LogoutRequest | None = None,
+) -> Response:
+    sids: set[str] = set()
+    if caller is not None and caller.session_id:
+        sids.add(caller.session_id)
+    if body is not None and body.refresh_token:
+        auth = accounts.session_of_refresh(session, body.refresh_token)
+        if auth is not None:
+            sids.add(auth.id)
+        elif caller is None:
+            return Response(status_code=status.HTTP_204_NO_CONTENT)  # already spent or ended
+    if not sids:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "Send this device's refresh token (JSON `refreshToken`) or its access token",
+            headers=_UNAUTHORIZED,
+        )
+    changed = False
+    for sid in sids:
+        auth = session.get(AuthSession, sid, with_for_update=True)
+        if auth is not None and accounts.revoke_session(session, auth, "logout", state.settings):
+            audit.record(
+                session, audit.LOGOUT, user_id=auth.user_id, ip=client_ip(request), session=sid
+            )
+            changed = True
+    session.commit()
+    if changed:
+        state.revocations_changed()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/logout-all",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses={401: {"model": ErrorResponse}},
+    summary="Log out everywhere: every login session of the caller ends",
+)
+def logout_all(request: Request, caller: Caller, session: SessionDep, state: StateDep) -> Response:
+    count = accounts.revoke_user(
+        session,
+        caller.user_id,
+        "logout_all",
+        state.settings,
+        whole_user=caller.source == "external",
+    )
+    audit.record(
+        session, audit.LOGOUT_ALL, user_id=caller.user_id, ip=client_ip(request), sessions=count
+    )
+    session.commit()
+    state.revocations_changed()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/password",
+    response_model=LoginResponse,
+    responses={
+        401: {"model": ErrorResponse, "description": "Not logged in, or wrong current password"},
+        404: {"model": ErrorResponse, "description": "Accounts of an identity provider"},
+        422: {"model": ErrorResponse, "description": "The new password breaks the rules"},
+    },
+    summary="Change the password: every login session ends; this device gets new tokens",
+)
+def change_password(
+    body: PasswordChangeRequest,
+    request: Request,
+    caller: Caller,
+    session: SessionDep,
+    state: StateDep,
+) -> LoginResponse:
+    user = session.get(User, caller.user_id, with_for_update=True)
+    if user is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "This account has no password here")
+    if not passwords.verify_password(user.password_hash, body.current_password):
+        audit.record(
+            session,
+            audit.LOGIN_FAILED,
+            user_id=user.id,
+            ip=client_ip(request),
+            reason="password change",
+        )
+        session.commit()
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "The current password is wrong")
+    if body.new_password.lower() == user.username:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "The password must not be the username"
+        )
+    user.password_hash = passwords.hash_password(body.new_password)
+    count = accounts.revoke_user(session, user.id, "password_changed", state.settings)
+    audit.record(
+        session, audit.PASSWORD_CHANGED, user_id=user.id, ip=client_ip(request), sessions=count
+    )
+    issued = accounts.start_session(
+        session, user.id, state.settings, user_agent=request.headers.get("user-agent")
+    )
+    session.commit()
+    state.revocations_changed()
+    return _tokens(state, issued)

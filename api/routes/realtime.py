@@ -21,11 +21,15 @@ router = APIRouter(prefix="/realtime", tags=["realtime"])
     responses={401: {"model": ErrorResponse}},
     summary="Get MQTT credentials for the caller",
     description="The token is the MQTT password; the MQTT username is the user id. It never "
-    "carries a role and lives at most as long as the access token used to get it.",
+    "carries a role. It names the caller's login session: logging out (or any revocation) "
+    "closes its connections and the broker refuses it. Tokens got with an identity "
+    "provider's access token live at most as long as that access token.",
 )
 def realtime_token(caller: Caller, settings: SettingsDep) -> RealtimeTokenResponse:
-    ttl = min(settings.mqtt_token_ttl_seconds, max(1, caller.expires_at - int(time.time())))
-    token = mint_mqtt_token(settings.mqtt_signer, caller.user_id, ttl)
+    ttl = settings.mqtt_token_ttl_seconds
+    if caller.session_id is None:  # not revocable per session: bounded by the access token
+        ttl = min(ttl, max(1, caller.expires_at - int(time.time())))
+    token = mint_mqtt_token(settings.mqtt_signer, caller.user_id, ttl, session_id=caller.session_id)
     return RealtimeTokenResponse(
         token=token,
         username=caller.user_id,

@@ -20,6 +20,7 @@ CLAIM_NOT_BEFORE = "nbf"
 CLAIM_AUDIENCE = "aud"
 CLAIM_ISSUER = "iss"
 CLAIM_ROLE = "role"
+CLAIM_SESSION = "sid"  # the login session (refresh-token family) a token was issued under
 ROLE_SERVICE = "service"
 
 DEFAULT_MQTT_AUDIENCE = "plantnotify-mqtt"
@@ -49,6 +50,7 @@ def mint_mqtt_token(
     ttl_seconds: int,
     *,
     service: bool = False,
+    session_id: str | None = None,
     now: int | None = None,
 ) -> str:
     """A token whose ``sub`` is ``user_id``; the MQTT username must be that same user id."""
@@ -67,6 +69,8 @@ def mint_mqtt_token(
         claims[CLAIM_ISSUER] = signer.issuer
     if service:
         claims[CLAIM_ROLE] = ROLE_SERVICE
+    if session_id:
+        claims[CLAIM_SESSION] = session_id
     return jwt.encode(claims, signer.key, algorithm=signer.algorithm)
 
 

@@ -240,3 +240,92 @@ class OutboxState(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# --- accounts: login sessions, refresh tokens, revocations, audit log, rate limits ------------
+
+
+class AuthSession(Base):
+    """One login (a device): its refresh tokens form one family; revoking it ends them all.
+
+    Access tokens carry the session id (``sid``) and are refused once the session is revoked
+    or gone (the user was deleted); MQTT tokens minted with them carry it too.
+    """
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    last_used_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    user_agent: Mapped[str | None] = mapped_column(String(200))
+
+
+class RefreshToken(Base):
+    """A refresh token, stored as its SHA-256 only. Spent once used; a spent one used again
+    revokes its whole session (someone holds a copy)."""
+
+    __tablename__ = "refresh_tokens"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("auth_sessions.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    spent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replaced_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class Revocation(Base):
+    """What the broker must refuse, kept until every token it covers has expired.
+
+    ``session_id`` set: tokens of that login session; otherwise every token of ``user_id``
+    issued before ``not_before``. The database is the source of truth: the API pushes new rows
+    to the broker at once and the whole unexpired set after each broker boot.
+    """
+
+    __tablename__ = "revocations"
+    __table_args__ = (Index("ix_revocations_expires", "expires_at"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """Security-relevant account events: logins, failed logins, revocations, deletions,
+    device tokens moving between users. Never holds passwords or tokens."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_user_at", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    event: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class RateLimitBucket(Base):
+    """One fixed-window counter shared by every API replica (``key`` names limit and subject)."""
+
+    __tablename__ = "rate_limits"
+    __table_args__ = (Index("ix_rate_limits_reset", "reset_at"),)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    reset_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    strikes: Mapped[int] = mapped_column(Integer, server_default=text("0"))

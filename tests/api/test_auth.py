@@ -33,7 +33,14 @@ def test_register_then_login_gives_a_working_token(client: TestClient) -> None:
     r = client.post(LOGIN, json={"username": username.upper(), "password": "correct horse"})
     assert r.status_code == 200
     login = r.json()
-    assert set(login) == {"accessToken", "tokenType", "expiresIn", "userId"}
+    assert set(login) == {
+        "accessToken",
+        "refreshToken",
+        "tokenType",
+        "expiresIn",
+        "refreshExpiresIn",
+        "userId",
+    }
     assert login["tokenType"] == "bearer" and login["userId"] == body["userId"]
     assert login["expiresIn"] > 0
     r = client.get(PROTECTED, headers={"Authorization": f"Bearer {login['accessToken']}"})
@@ -142,6 +149,9 @@ def test_attack_tokens_are_401(client: TestClient, alice: User, api_settings: Se
         "HS512 same secret": jwt.encode(_claims(uid), secret, "HS512"),
         # An MQTT token (same secret) must not work as an API token: cross-JWT confusion.
         "mqtt token": mint_mqtt_token(api_settings.mqtt_signer, uid, 600),
+        # A well-signed token of no login session, or of someone else's / a made-up one.
+        "no session": jwt.encode(_claims(uid), secret, "HS256"),
+        "unknown session": jwt.encode(_claims(uid, sid="0" * 32), secret, "HS256"),
         "huge": "a" * 10000,
     }
     # tampered payload: alice's valid token with bob's sub and the original signature
@@ -159,10 +169,11 @@ def test_attack_tokens_are_401(client: TestClient, alice: User, api_settings: Se
 
 
 def test_a_valid_token_passes(client: TestClient, alice: User, api_settings: Settings) -> None:
-    token = AccessTokens(api_settings).issue(alice.user_id)
+    sid = jwt.decode(alice.token, options={"verify_signature": False})["sid"]
+    token = AccessTokens(api_settings).issue(alice.user_id, sid)
     assert client.get(PROTECTED, headers={"Authorization": f"Bearer {token}"}).status_code == 200
     claims = jwt.decode(token, api_settings.jwt_secret, ["HS256"], audience="plantnotify-api")
-    assert set(claims) == {"sub", "iat", "exp", "aud", "iss"}
+    assert set(claims) == {"sub", "sid", "iat", "exp", "aud", "iss"}
     assert claims["sub"] == alice.user_id
 
 

@@ -10,10 +10,11 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
+from api.app import create_app
 from plantnotify.contracts import topics
 from plantnotify.settings import Settings
 from tests.support import mqtt
-from tests.support.api import User
+from tests.support.api import SettingsFactory, User
 
 REALTIME = "/api/v1/realtime/token"
 
@@ -49,24 +50,29 @@ def test_realtime_token_shape_and_claims(
     assert abs(claims["iat"] - time.time()) < 60
 
 
-def test_realtime_token_does_not_outlive_the_access_token(
+def test_realtime_token_names_the_login_session(
     client: TestClient, alice: User, api_settings: Settings
 ) -> None:
+    """A session's MQTT token is revocable at the broker, so it may outlive the (short) access
+    token; it carries the session id the broker revokes by."""
+    r = client.post(REALTIME, headers=alice.headers)
+    claims = jwt.decode(r.json()["token"], options={"verify_signature": False})
+    access = jwt.decode(alice.token, options={"verify_signature": False})
+    assert claims["sid"] == access["sid"]
+    assert r.json()["expiresIn"] == api_settings.mqtt_token_ttl_seconds
+
+
+def test_realtime_token_of_an_idp_token_does_not_outlive_it(
+    make_settings: SettingsFactory,
+) -> None:
+    secret = "idp-secret-" + "i" * 40
     now = int(time.time())
-    short = jwt.encode(
-        {
-            "sub": alice.user_id,
-            "iat": now,
-            "exp": now + 90,
-            "aud": "plantnotify-api",
-            "iss": "plantnotify",
-        },
-        api_settings.jwt_secret,
-        "HS256",
-    )
-    r = client.post(REALTIME, headers={"Authorization": f"Bearer {short}"})
+    short = jwt.encode({"sub": "idp_user_1", "exp": now + 90, "iat": now}, secret, "HS256")
+    with TestClient(create_app(make_settings(auth_jwt_secret=secret))) as idp_client:
+        r = idp_client.post(REALTIME, headers={"Authorization": f"Bearer {short}"})
     assert r.status_code == 200
     assert r.json()["expiresIn"] <= 90
+    assert "sid" not in jwt.decode(r.json()["token"], options={"verify_signature": False})
 
 
 def test_realtime_token_requires_authentication(client: TestClient) -> None:

@@ -63,6 +63,7 @@ class User:
     username: str
     password: str
     token: str
+    refresh_token: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -77,7 +78,20 @@ def register(client: TestClient) -> User:
     user_id = r.json()["userId"]
     r = client.post("/api/v1/auth/login", json={"username": username, "password": password})
     assert r.status_code == 200, r.text
-    return User(user_id, username, password, r.json()["accessToken"])
+    body = r.json()
+    return User(user_id, username, password, body["accessToken"], body["refreshToken"])
+
+
+def login(client: TestClient, user: User) -> User:
+    """Another login (another device) of the same account."""
+    r = client.post(
+        "/api/v1/auth/login", json={"username": user.username, "password": user.password}
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return User(
+        user.user_id, user.username, user.password, body["accessToken"], body["refreshToken"]
+    )
 
 
 def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48)) -> bytes:

@@ -1,0 +1,35 @@
+"""The audit log (table ``audit_log``): who logged in, failed to, was revoked, deleted, or had a
+device token moved to them. Written in the same transaction as what it records, except failed
+logins, which are committed on their own (the login itself changes nothing)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from plantnotify.db.models import AuditEntry
+
+LOGIN = "login"
+LOGIN_FAILED = "login_failed"
+LOGIN_LOCKED = "login_locked"
+REFRESH_REUSE = "refresh_reuse"
+LOGOUT = "logout"
+LOGOUT_ALL = "logout_all"
+PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
+ACCOUNT_DELETED = "account_deleted"
+DEVICE_MOVED = "device_moved"
+DEVICE_EVICTED = "device_evicted"
+REGISTERED = "registered"
+
+
+def record(
+    db: Session,
+    event: str,
+    /,
+    *,
+    user_id: str | None,
+    ip: str | None = None,
+    **detail: Any,
+) -> None:
+    db.add(AuditEntry(event=event, user_id=user_id, ip=ip, detail=detail or None))
