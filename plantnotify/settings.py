@@ -125,6 +125,15 @@ class Settings(BaseSettings):
     event_expiry_seconds: int = Field(
         7 * 86400, description="MQTT 5 message expiry of retained events."
     )
+    broker_engine: Literal["mosquitto", "nats"] = Field(
+        "mosquitto",
+        description="`mosquitto` (one node, the plugin) or `nats` (a cluster, MQTT 3.1.1).",
+    )
+    nats_urls: str = Field(
+        "nats://127.0.0.1:4222",
+        description="NATS client URLs of the nodes, comma-separated (auth callout, presence).",
+    )
+    nats_data_dir: Path = Field(Path(".run/nats"), description="Local NATS cluster's data dir.")
 
     # --- worker -----------------------------------------------------------------------------
     n8n_webhook_url: str | None = Field(
@@ -261,6 +270,15 @@ class Settings(BaseSettings):
             audience=self.mqtt_audience,
             issuer=self.mqtt_issuer,
         )
+
+    @property
+    def nats_url_list(self) -> list[str]:
+        return [u.strip() for u in self.nats_urls.split(",") if u.strip()]
+
+    @property
+    def mqtt_protocol(self) -> Literal[4, 5]:
+        """The MQTT protocol level services use: 5 on Mosquitto, 3.1.1 (4) on NATS."""
+        return 4 if self.broker_engine == "nats" else 5
 
     @property
     def mqtt_public_ws_url(self) -> str:

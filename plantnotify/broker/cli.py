@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from plantnotify.broker.config import BrokerConfigError
@@ -24,9 +25,32 @@ log = get_logger("plantnotify.broker")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
+        "--engine",
+        choices=["mosquitto", "nats"],
+        default=None,
+        help="mosquitto (one node, the plugin) or nats (a local 3-node cluster with an auth "
+        "callout beside each node); default: BROKER_ENGINE",
+    )
+    parser.add_argument(
         "--print-config",
         action="store_true",
         help="print the generated mosquitto.conf and exit (secrets are not in it)",
+    )
+    parser.add_argument(
+        "--nodes", type=int, default=3, help="nats: number of local nodes (default 3)"
+    )
+    parser.add_argument(
+        "--write-config",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="nats: write one config file per node into DIR and exit (with --hosts: one node "
+        "per machine on the standard ports)",
+    )
+    parser.add_argument(
+        "--hosts",
+        default=None,
+        help="nats, with --write-config: the machines' addresses, comma-separated",
     )
 
 
@@ -43,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"plantnotify broker: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings, service="broker")
+    if (args.engine or settings.broker_engine) == "nats":
+        from plantnotify.broker.engines.nats.run import run_cluster
+
+        return run_cluster(settings, args)
     try:
         broker = BrokerProcess.from_settings(settings)
     except (BrokerError, BrokerConfigError) as exc:
