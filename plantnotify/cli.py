@@ -23,7 +23,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("plantnotify.db.cli", "create the database if missing and apply migrations"),
     "api": ("api.main", "the HTTP API and web app (uvicorn)"),
     "watch": ("plantnotify.watch.cli", "reference device client: follow your analyses live"),
-    "broker": ("plantnotify.broker.cli", "run our Mosquitto with the JWT/ACL plugin"),
+    "broker": (
+        "plantnotify.broker.cli",
+        "run our broker: Mosquitto with the plugin, or --engine nats",
+    ),
+    "auth-callout": (
+        "plantnotify.authcallout.cli",
+        "decide connections to the NATS engine (our tokens, limits, permissions)",
+    ),
     "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),
     "bridge": ("bridge.cli", "live-session tracking and the FCM push fallback"),
     "fcm-emulator": ("bridge.emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
