@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.support.services",
     "tests.support.broker",  # before modules that import it (assert rewriting)
+    "tests.support.nats",
     "tests.support.api",
     "tests.support.fcm",
     "tests.support.fake_n8n",
