@@ -1,8 +1,9 @@
 """The push decision (contract §6) as a pure function: no clock, no database, no broker.
 
-The bridge calls :func:`decide` when it first sees an event published (to learn when to look
-again) and whenever a pending decision falls due or the user's sessions change. The same inputs
-always give the same outcome, which is what makes the rules testable as a table
+An event taken in is stored as a pending decision, due at :func:`first_due`; the bridge calls
+:func:`decide` once, when it falls due (earlier when a receipt arrives or the user goes offline),
+with the receipts, devices and sessions of that moment, and stores :attr:`Decision.state`. The
+same inputs always give the same outcome, which is what makes the rules testable as a table
 (tests/bridge/test_decision.py) and a restart harmless: the inputs live in PostgreSQL.
 
 Rules, in order:
@@ -36,6 +37,16 @@ class Action(StrEnum):
     WAIT = "wait"
     SUPPRESS = "suppress"
     IGNORE = "ignore"
+
+
+class DecisionState(StrEnum):
+    """``push_decisions.state``: ``pending`` until decided, then exactly one of the others."""
+
+    PENDING = "pending"
+    PUSHED = "pushed"
+    SUPPRESSED = "suppressed"
+    NO_DEVICES = "no_devices"  # a push, but every device was pushed already or none is left
+    IGNORED = "ignored"
 
 
 class Reason(StrEnum):
@@ -72,6 +83,17 @@ class Decision:
     def final(self) -> bool:
         return self.action is not Action.WAIT
 
+    @property
+    def state(self) -> DecisionState:
+        """What this decision is stored as."""
+        if self.action is Action.PUSH:
+            return DecisionState.PUSHED if self.devices else DecisionState.NO_DEVICES
+        if self.action is Action.SUPPRESS:
+            return DecisionState.SUPPRESSED
+        if self.action is Action.IGNORE:
+            return DecisionState.IGNORED
+        return DecisionState.PENDING
+
 
 def _push(reason: Reason, devices: Iterable[str], already: frozenset[str]) -> Decision:
     remaining = tuple(dict.fromkeys(d for d in devices if d not in already))
@@ -91,3 +113,15 @@ def decide(inp: DecisionInput) -> Decision:
     if inp.now >= due:
         return _push(Reason.GRACE_EXPIRED, inp.devices, inp.already_pushed)
     return Decision(Action.WAIT, Reason.IN_GRACE, until=due)
+
+
+def first_due(
+    published_at: datetime, now: datetime, grace: timedelta, live_at_publish: int | None
+) -> datetime:
+    """When an event just taken in is first worth deciding: now for a user with no live session
+    (rule 3), else when its grace period ends (rules 5 and 6). A receipt or the user going
+    offline makes it due sooner (the store and the loop see to that); :func:`decide` then runs
+    once, with everything known at that moment."""
+    if live_at_publish == 0:
+        return now
+    return max(now, published_at + grace)

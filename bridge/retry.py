@@ -24,6 +24,17 @@ class Outcome(StrEnum):
     FAILED = "failed"  # a permanent error for this message (e.g. payload rejected)
 
 
+class DeliveryStatus(StrEnum):
+    """``push_deliveries.status``: pending and sending are open, the others final."""
+
+    PENDING = "pending"  # due at next_attempt_at
+    SENDING = "sending"  # leased by a bridge until next_attempt_at
+    SENT = "sent"
+    DEVICE_REMOVED = "device_removed"
+    FAILED = "failed"
+    EXHAUSTED = "exhausted"
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     max_attempts: int = 5  # transient failures: attempts in total, then "exhausted"
@@ -37,7 +48,7 @@ class RetryPolicy:
 @dataclass(frozen=True, slots=True)
 class NextStep:
     retry_in: float | None  # seconds until the next attempt; None: stop (terminal)
-    status: str  # the delivery's new status
+    status: DeliveryStatus  # the delivery's new status
 
 
 def next_step(
@@ -52,26 +63,26 @@ def next_step(
     """``attempts`` counts the attempt just made; ``age`` is the delivery's age in seconds."""
     rand = rng or random
     if outcome is Outcome.SENT:
-        return NextStep(None, "sent")
+        return NextStep(None, DeliveryStatus.SENT)
     if outcome is Outcome.DEVICE_GONE:
-        return NextStep(None, "device_removed")
+        return NextStep(None, DeliveryStatus.DEVICE_REMOVED)
     if outcome is Outcome.FAILED:
-        return NextStep(None, "failed")
+        return NextStep(None, DeliveryStatus.FAILED)
     if outcome is Outcome.CONFIG:
         if age >= policy.config_give_up_after:
-            return NextStep(None, "exhausted")
+            return NextStep(None, DeliveryStatus.EXHAUSTED)
         cap = max(policy.max_delay, policy.config_delay)
         delay = min(cap, policy.config_delay * 2 ** max(0, attempts - 1))
-        return NextStep(rand.uniform(delay * 0.8, delay), "pending")
+        return NextStep(rand.uniform(delay * 0.8, delay), DeliveryStatus.PENDING)
     # transient
     if attempts >= policy.max_attempts:
-        return NextStep(None, "exhausted")
+        return NextStep(None, DeliveryStatus.EXHAUSTED)
     backoff = min(policy.max_delay, policy.base_delay * 2 ** max(0, attempts - 1))
     delay = rand.uniform(backoff / 2, backoff)  # "equal jitter": spread out, never instant
     if retry_after is not None:
         honoured = min(max(retry_after, 0.0), policy.max_retry_after)
         delay = max(delay, honoured + rand.uniform(0, max(0.05, honoured * 0.1)))
-    return NextStep(delay, "pending")
+    return NextStep(delay, DeliveryStatus.PENDING)
 
 
 def parse_retry_after(value: str | None) -> float | None:

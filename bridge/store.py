@@ -38,8 +38,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.decision import Action, Decision, DecisionInput, decide
-from bridge.retry import NextStep, Outcome
+from bridge.decision import Action, DecisionInput, DecisionState, decide
+from bridge.retry import DeliveryStatus, NextStep, Outcome
 from plantnotify.contracts.events import PUSHABLE_EVENTS
 from plantnotify.db.models import (
     Analysis,
@@ -55,6 +55,7 @@ from plantnotify.db.session import transaction
 log = logging.getLogger("plantnotify.bridge.store")
 
 TERMINAL_TYPES = tuple(str(t) for t in PUSHABLE_EVENTS)
+OPEN_DELIVERY = (str(DeliveryStatus.PENDING), str(DeliveryStatus.SENDING))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ class Finalized:
 
     event_id: str
     user_id: str
-    state: str  # pushed | suppressed | no_devices | ignored
+    state: DecisionState  # never PENDING
     reason: str
     published_at: datetime
     devices: int
@@ -184,7 +185,7 @@ class Store:
                         "published_at": r.published_at,
                         "live_at_publish": r.live_at_publish,
                         "due_at": r.due_at,
-                        "state": "pending",
+                        "state": DecisionState.PENDING,
                     }
                     for r in rows
                 ]
@@ -222,7 +223,10 @@ class Store:
             # Make a pending decision due now, so it is settled (suppressed) at once.
             s.execute(
                 update(PushDecision)
-                .where(PushDecision.event_id == event_id, PushDecision.state == "pending")
+                .where(
+                    PushDecision.event_id == event_id,
+                    PushDecision.state == DecisionState.PENDING,
+                )
                 .values(due_at=now)
             )
         return ReceiptResult.ACCEPTED if added else ReceiptResult.DUPLICATE
@@ -237,7 +241,7 @@ class Store:
                     update(PushDecision)
                     .where(
                         PushDecision.user_id.in_(list(user_ids)),
-                        PushDecision.state == "pending",
+                        PushDecision.state == DecisionState.PENDING,
                         PushDecision.due_at > now,
                     )
                     .values(due_at=now)
@@ -248,7 +252,9 @@ class Store:
         with self._factory() as s:
             return list(
                 s.execute(
-                    select(PushDecision.user_id).where(PushDecision.state == "pending").distinct()
+                    select(PushDecision.user_id)
+                    .where(PushDecision.state == DecisionState.PENDING)
+                    .distinct()
                 ).scalars()
             )
 
@@ -274,7 +280,7 @@ class Store:
                     PushDecision.published_at,
                     PushDecision.live_at_publish,
                 )
-                .where(PushDecision.state == "pending", PushDecision.due_at <= now)
+                .where(PushDecision.state == DecisionState.PENDING, PushDecision.due_at <= now)
                 # Newest first: under a backlog (a bridge catching up after an outage) a fresh
                 # event must not wait behind events that are already minutes old.
                 .order_by(PushDecision.published_at.desc())
@@ -312,7 +318,7 @@ class Store:
             new_deliveries: list[dict[str, Any]] = []
             for d in decisions:
                 user_devices = devices.get(d.user_id, [])
-                decision: Decision = decide(
+                decision = decide(
                     DecisionInput(
                         event_type=d.event_type,
                         published_at=d.published_at,
@@ -328,9 +334,9 @@ class Store:
                 if decision.action is Action.WAIT:
                     waits.append((d.event_id, decision.until or now))
                     continue
-                receipt_at = None
+                state = decision.state
+                receipt_at = receipts.get(d.event_id) if state is DecisionState.SUPPRESSED else None
                 if decision.action is Action.PUSH:
-                    state = "pushed" if decision.devices else "no_devices"
                     platforms = dict(user_devices)
                     new_deliveries += [
                         {
@@ -338,17 +344,12 @@ class Store:
                             "user_id": d.user_id,
                             "device_token": token,
                             "platform": platforms[token],
-                            "status": "pending",
+                            "status": str(DeliveryStatus.PENDING),
                             "next_attempt_at": now,
                         }
                         for token in decision.devices
                     ]
-                elif decision.action is Action.SUPPRESS:
-                    state = "suppressed"
-                    receipt_at = receipts.get(d.event_id)
-                else:
-                    state = "ignored"
-                finals.append((d.event_id, state, str(decision.reason), receipt_at))
+                finals.append((d.event_id, str(state), str(decision.reason), receipt_at))
                 out.append(
                     Finalized(
                         d.event_id,
@@ -402,9 +403,7 @@ class Store:
             return []
         due = (
             select(PushDelivery.id, PushDelivery.status.label("old_status"))
-            .where(
-                PushDelivery.status.in_(("pending", "sending")), PushDelivery.next_attempt_at <= now
-            )
+            .where(PushDelivery.status.in_(OPEN_DELIVERY), PushDelivery.next_attempt_at <= now)
             .order_by(PushDelivery.next_attempt_at.desc())  # newest first, as decisions
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -414,7 +413,7 @@ class Store:
             update(PushDelivery)
             .where(PushDelivery.id == due.c.id)
             .values(
-                status="sending",
+                status=DeliveryStatus.SENDING,
                 attempts=PushDelivery.attempts + 1,
                 next_attempt_at=now + lease,
                 updated_at=now,
@@ -452,7 +451,7 @@ class Store:
             claims = []
             for r in rows:
                 payload, published, analysis_id, request_id = events[r.event_id]
-                lost = r.old_status == "sending"
+                lost = r.old_status == DeliveryStatus.SENDING
                 if lost:
                     # The previous holder's lease ran out without a report: it died mid-send.
                     # Whether FCM got that attempt is unknown; record it as such.
@@ -493,10 +492,14 @@ class Store:
                 update(PushDelivery)
                 .where(
                     PushDelivery.id == claim.delivery_id,
-                    PushDelivery.status == "sending",
+                    PushDelivery.status == DeliveryStatus.SENDING,
                     PushDelivery.attempts == claim.attempt,
                 )
-                .values(status="pending", attempts=PushDelivery.attempts - 1, next_attempt_at=now)
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    attempts=PushDelivery.attempts - 1,
+                    next_attempt_at=now,
+                )
             )
 
     def record_attempt(
@@ -517,7 +520,7 @@ class Store:
         terminal = step.retry_in is None
         next_at = finished + timedelta(seconds=step.retry_in or 0)
         values: dict[str, Any] = {
-            "status": step.status,
+            "status": str(step.status),
             "next_attempt_at": next_at,
             "updated_at": finished,
             "last_error": (f"{error_code}: {detail}" if error_code else detail or None),
@@ -548,7 +551,7 @@ class Store:
                 update(PushDelivery)
                 .where(
                     PushDelivery.id == claim.delivery_id,
-                    PushDelivery.status == "sending",
+                    PushDelivery.status == DeliveryStatus.SENDING,
                     PushDelivery.attempts == claim.attempt,
                 )
                 .values(**values)
@@ -565,12 +568,12 @@ class Store:
         """The earliest time anything pending (a decision or a delivery) falls due."""
         decisions = (
             select(func.min(PushDecision.due_at))
-            .where(PushDecision.state == "pending")
+            .where(PushDecision.state == DecisionState.PENDING)
             .scalar_subquery()
         )
         deliveries = (
             select(func.min(PushDelivery.next_attempt_at))
-            .where(PushDelivery.status.in_(("pending", "sending")))
+            .where(PushDelivery.status.in_(OPEN_DELIVERY))
             .scalar_subquery()
         )
         with self._factory() as s:
