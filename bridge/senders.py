@@ -134,7 +134,7 @@ class Senders:
             age=(finished - claim.created_at).total_seconds(),
             retry_after=result.retry_after,
         )
-        self.store.record_attempt(
+        owned = self.store.record_attempt(
             claim,
             outcome=result.outcome,
             step=step,
@@ -152,6 +152,12 @@ class Senders:
             "outcome": str(result.outcome),
             "status": str(step.status),
         }
+        if not owned:
+            # Our lease ran out mid-send and another holder took the delivery: it counted this
+            # attempt as "unknown" and owns what happens next. Counting it here too would
+            # count one attempt twice (and a delivery's final state twice).
+            log.warning("push attempt reported after its lease was lost; not counted", extra=extra)
+            return
         metrics.PUSHES.labels(str(result.outcome)).inc()
         if step.retry_in is None:
             metrics.DELIVERIES.labels(str(step.status)).inc()

@@ -1,0 +1,74 @@
+"""The senders against PostgreSQL and the FCM emulator: one attempt, one count in the metrics."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bridge import metrics
+from bridge.credentials import FcmTarget, ephemeral_service_account
+from bridge.emulator import FcmEmulator
+from bridge.fcm import FcmSender
+from bridge.retry import RetryPolicy
+from bridge.senders import Senders
+from bridge.store import NewDecision, Store
+from plantnotify.contracts.events import utcnow
+from tests.bridge.conftest import World, new_user
+
+GRACE = timedelta(seconds=10)
+
+
+def _senders(store: Store, emulator: FcmEmulator) -> Senders:
+    sa = ephemeral_service_account(emulator.token_uri, "senders-tests")
+    sender = FcmSender(FcmTarget(sa, emulator.url, ephemeral=True), timeout=5)
+    return Senders(
+        store,
+        sender,
+        RetryPolicy(),
+        lease=timedelta(seconds=30),
+        concurrency=1,
+        ttl_seconds=3600,
+        web_base_url=None,
+    )
+
+
+def _count(counter: object, label: str) -> float:
+    return float(counter.labels(label)._value.get())  # type: ignore[attr-defined]
+
+
+def test_an_attempt_reported_after_losing_its_lease_is_counted_once(
+    world: World, fcm_emulator: FcmEmulator
+) -> None:
+    """Bridge A's lease runs out mid-send; bridge B takes the delivery over, counts A's attempt
+    as ``unknown`` and sends it itself. A's late report is stored (the audit trail keeps it) but
+    must not be counted again: two attempts, two counts, one final delivery."""
+    user = new_user()
+    token = world.add_device(user)
+    event = world.event(user)
+    world.store(event, published=True)
+    a, b = Store(world.db, "bridge-a"), Store(world.db, "bridge-b")
+    (ref,) = a.events([event.event_id]).values()
+    a.create_decisions([NewDecision(ref, utcnow(), 0, utcnow())])
+    a.process_due(utcnow(), GRACE, lambda u: 0)
+    (mine,) = [
+        c
+        for c in a.claim_deliveries(utcnow(), timedelta(seconds=-1), 50)
+        if c.event_id == event.event_id
+    ]
+    (theirs,) = [
+        c
+        for c in b.claim_deliveries(utcnow(), timedelta(seconds=30), 50)
+        if c.event_id == event.event_id
+    ]
+    assert theirs.lost_previous
+
+    before = {k: _count(metrics.PUSHES, k) for k in ("sent", "unknown")}
+    delivered_before = _count(metrics.DELIVERIES, "sent")
+    _senders(a, fcm_emulator).attempt(mine)  # the late report of the lost lease
+    _senders(b, fcm_emulator).attempt(theirs)
+
+    assert len(fcm_emulator.deliveries(token)) == 2  # both sends really happened
+    (row,) = world.deliveries(event.event_id)
+    assert [x.outcome for x in world.attempts(row.id)] == ["unknown", "sent", "sent"]
+    assert _count(metrics.PUSHES, "unknown") - before["unknown"] == 1
+    assert _count(metrics.PUSHES, "sent") - before["sent"] == 1
+    assert _count(metrics.DELIVERIES, "sent") - delivered_before == 1
