@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from plantnotify.contracts.claims import (
@@ -23,11 +23,24 @@ from plantnotify.contracts.claims import (
     MqttSigner,
 )
 
+# The PostgreSQL driver the project installs (psycopg2-binary, pyproject.toml). SQLAlchemy 2.1 maps
+# a URL that names no driver (`postgresql://`) to psycopg 3, which is not installed.
+DATABASE_DRIVER = "psycopg2"
+
 DEV_JWT_SECRET = "dev-only-insecure-secret-change-me-0123456789"  # noqa: S105 (refused outside dev)
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message says what to set."""
+
+
+def normalize_database_url(url: str) -> str:
+    """``postgresql://…`` and ``postgres://…`` (what libpq, psql and hosting providers write)
+    name no driver: they get the installed one. A URL that names its driver is left alone."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("postgresql", "postgres"):
+        return f"postgresql+{DATABASE_DRIVER}://{rest}"
+    return url
 
 
 class Settings(BaseSettings):
@@ -62,7 +75,8 @@ class Settings(BaseSettings):
     # --- storage and queue ------------------------------------------------------------------
     database_url: str = Field(
         "postgresql+psycopg2://postgres@127.0.0.1:5432/plantnotify",
-        description="PostgreSQL URL; the database is created and migrated if missing.",
+        description="PostgreSQL URL (`postgresql://…` uses the installed psycopg2); the database "
+        "is created and migrated if missing.",
         repr=False,
     )
     rabbitmq_url: str = Field(
@@ -216,6 +230,11 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         "127.0.0.1", description="Address the worker's and bridge's metrics endpoints bind to."
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        return normalize_database_url(value)
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:

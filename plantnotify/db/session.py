@@ -13,12 +13,14 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from plantnotify.settings import normalize_database_url
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     return create_engine(
-        database_url,
+        normalize_database_url(database_url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
@@ -45,7 +47,7 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 def ensure_database(database_url: str) -> bool:
     """Create the database named in the URL when it does not exist; True if created."""
-    url = make_url(database_url)
+    url = make_url(normalize_database_url(database_url))
     name = url.database
     if not name:
         raise ValueError("DATABASE_URL names no database")
@@ -65,7 +67,7 @@ def ensure_database(database_url: str) -> bool:
 
 
 def drop_database(database_url: str) -> None:
-    url = make_url(database_url)
+    url = make_url(normalize_database_url(database_url))
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -78,7 +80,7 @@ def drop_database(database_url: str) -> None:
 def alembic_config(database_url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", normalize_database_url(database_url).replace("%", "%%"))
     return cfg
 
 
