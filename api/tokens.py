@@ -120,10 +120,6 @@ class AccessTokens:
         if external is not None:
             self._verifiers.append(external)
 
-    @property
-    def accepts_external(self) -> bool:
-        return len(self._verifiers) > 1
-
     def issue(self, user_id: str, session_id: str, *, now: int | None = None) -> str:
         issued = int(time.time()) if now is None else now
         claims = {

@@ -38,11 +38,6 @@ class UploadTooLarge(UploadError):
     outcome = "too_large"
 
 
-class NotAnImage(UploadError):
-    status_code = 415
-    outcome = "not_an_image"
-
-
 class NotMultipart(UploadError):
     status_code = 415
     outcome = "bad_request"

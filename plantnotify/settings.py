@@ -306,7 +306,6 @@ class Settings(BaseSettings):
         return f"ws://{self.mqtt_public_host or self.mqtt_host}:{self.mqtt_ws_port}/mqtt"
 
 
-# scheme://host[:port]; the host may be a bracketed IPv6 address. No path, no trailing slash.
 # What each part needs configured in production, beyond what Settings checks for every part.
 # A part is refused only for what it uses: the broker (the internet-facing container) is given
 # no database or RabbitMQ credentials at all, so it must not be asked for them.
@@ -347,6 +346,7 @@ def refuse_unsafe_production(settings: Settings, part: str) -> None:
         )
 
 
+# scheme://host[:port]; the host may be a bracketed IPv6 address. No path, no trailing slash.
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[^/\s:\[\]]+)(:\d{1,5})?")
 
 
