@@ -32,13 +32,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "decide connections to the NATS engine (our tokens, limits, permissions)",
     ),
     "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),
-    "bridge": ("bridge.cli", "live-session tracking and the FCM push fallback"),
-    "fcm-emulator": ("bridge.emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
+    "bridge": ("bridge.main", "live-session tracking and the FCM push fallback"),
+    "fcm-emulator": ("devtools.fcm_emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
     "config": ("plantnotify.configdoc", "check the configuration; --markdown prints its table"),
-    "bench": ("plantnotify.bench.cli", "benchmarks: latency, connections, fallback, baselines"),
+    "bench": ("bench.cli", "benchmarks: latency, connections, fallback, baselines"),
     "worker": ("worker.main", "run the analysis worker (RabbitMQ -> N8N -> PostgreSQL -> MQTT)"),
-    "n8n-standin": ("worker.standin", "run the local stand-in for the N8N analysis webhook"),
-    "up": ("plantnotify.devstack", "run the whole local stack in the foreground"),
+    "n8n-standin": ("devtools.n8n_standin", "run the local stand-in for the N8N analysis webhook"),
+    "up": ("devtools.localstack", "run the whole local stack in the foreground"),
 }
 
 

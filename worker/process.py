@@ -183,7 +183,7 @@ class JobProcessor:
         answer = self.n8n.analyse(request, self.cancel)
         if isinstance(answer, N8nAnswer):
             # No separate "saving" stage: it would last one commit and cost the Completed event
-            # an extra outbox round trip (measured in bench/outbox.py).
+            # an extra outbox round trip (measured in bench/scripts/outbox.py).
             outcome = Outcome(
                 completed=True,
                 result=answer.result,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from plantnotify.broker.config import BrokerLayout, find_plugin, write_config
+from plantnotify.net import free_port, port_free
 from plantnotify.settings import Settings
 
 READY_MARKER = " running"  # "mosquitto version 2.0.11 running"
@@ -35,22 +36,6 @@ class BrokerStartError(BrokerError):
     def __init__(self, message: str, log: str = "") -> None:
         super().__init__(message + (f"\n--- mosquitto log (tail) ---\n{log}" if log else ""))
         self.log = log
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from plantnotify.bench.scenarios import ORDER
+from bench.scenarios import ORDER
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from bridge.emulator import FcmEmulator
 from bridge.service import Bridge
+from devtools.fcm_emulator import FcmEmulator
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.events import (
     AnalysisCompleted,

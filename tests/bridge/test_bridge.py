@@ -14,7 +14,7 @@ from pathlib import Path
 from bridge import metrics
 from bridge.credentials import ephemeral_service_account
 from bridge.decision import Reason
-from bridge.emulator import FcmEmulator
+from devtools.fcm_emulator import FcmEmulator
 from plantnotify.contracts.events import utcnow
 from plantnotify.contracts.topics import receipts_topic
 from plantnotify.db.models import PushDecision, PushDelivery

@@ -13,13 +13,13 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from bridge.decision import Reason
-from bridge.emulator import FcmEmulator
+from devtools.fcm_emulator import FcmEmulator
+from devtools.world import leaf_png
 from plantnotify.mqtt import ConnectOptions, Credentials, Message, MqttClient
 from plantnotify.settings import Settings
 from tests.bridge.conftest import BridgeFactory, World
 from tests.support.api import register
 from tests.support.net import wait_for
-from tests.support.worker import leaf_png
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from firebase_admin import exceptions, messaging
 from google.auth.exceptions import RefreshError
 
 from bridge.credentials import FcmTarget, ephemeral_service_account
-from bridge.emulator import FcmEmulator
 from bridge.fcm import FcmSender, SendResult, build_message, classify, push_body
 from bridge.retry import Outcome
+from devtools.fcm_emulator import FcmEmulator
 from plantnotify.contracts.events import AnalysisCompleted, AnalysisFailed
 
 

@@ -12,8 +12,8 @@ from firebase_admin import messaging
 
 from bridge import fcm_endpoint
 from bridge.credentials import FcmTarget, ephemeral_service_account
-from bridge.emulator import FcmEmulator
 from bridge.fcm import FcmSender, build_message
+from devtools.fcm_emulator import FcmEmulator
 from plantnotify.contracts.events import AnalysisCompleted
 
 

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from plantnotify.broker.config import PLUGIN_BUILD_PATH, BrokerLayout
-from plantnotify.broker.process import BrokerProcess, free_port
+from plantnotify.broker.process import BrokerProcess
 from plantnotify.contracts.claims import mint_mqtt_token
+from plantnotify.net import free_port
 from plantnotify.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

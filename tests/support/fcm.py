@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.emulator import FcmEmulator
+from devtools.fcm_emulator import FcmEmulator
 
 
 @pytest.fixture(scope="session")

@@ -5,18 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from devtools.world import Subscriber, event_rows, make_analysis
 from plantnotify.contracts.events import AnalysisStatus, EventType
 from plantnotify.settings import Settings
 from tests.support.fake_n8n import FakeN8n
-from tests.support.worker import (
-    Queues,
-    Subscriber,
-    WorkerProcess,
-    analysis_row,
-    event_rows,
-    make_analysis,
-    wait_status,
-)
+from tests.support.worker import Queues, WorkerProcess, analysis_row, wait_status
 from worker.faults import CRASH_AFTER_COMMIT, CRASH_EXIT_CODE
 
 Spawn = Callable[..., WorkerProcess]

@@ -11,12 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from devtools.world import leaf_png
 from plantnotify.contracts.events import EventType
 from plantnotify.mqtt import ConnectOptions, Credentials, Message, MqttClient
 from plantnotify.settings import Settings
 from tests.support.api import register
 from tests.support.fake_n8n import FakeN8n
-from tests.support.worker import leaf_png
 
 
 @pytest.fixture

@@ -9,11 +9,12 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import update
 
+from devtools.world import event_rows, make_analysis, sessions_for
 from plantnotify.contracts.events import AnalysisStatus, EventType
 from plantnotify.contracts.queues import DELIVERY_LIMIT
 from plantnotify.db.models import Analysis
 from plantnotify.settings import Settings
-from tests.support.worker import analysis_row, event_rows, make_analysis, sessions_for
+from tests.support.worker import analysis_row
 from worker.presence import Presence, new_owner_id, owner_key
 from worker.store import ClaimState, JobStore, Outcome
 

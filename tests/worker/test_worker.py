@@ -13,18 +13,11 @@ from typing import Any
 
 import pytest
 
+from devtools.world import Subscriber, event_rows, make_analysis
 from plantnotify.contracts.events import AnalysisStatus, EventType, parse_event
 from plantnotify.settings import Settings
 from tests.support.fake_n8n import FakeN8n
-from tests.support.worker import (
-    Queues,
-    Subscriber,
-    analysis_row,
-    event_rows,
-    make_analysis,
-    wait_published,
-    wait_status,
-)
+from tests.support.worker import Queues, analysis_row, wait_published, wait_status
 
 StartWorker = Callable[..., Any]
 OpenSubscriber = Callable[[str], Subscriber]
@@ -266,8 +259,8 @@ def test_outbox_order_batches_and_failover_between_publishers(
     start_worker: StartWorker,
     subscriber: OpenSubscriber,
 ) -> None:
+    from devtools.world import sessions_for
     from plantnotify.contracts.events import AnalysisProgress
-    from tests.support.worker import sessions_for
     from worker.store import add_event
 
     first = start_worker()
@@ -312,8 +305,8 @@ def test_a_notify_read_during_the_publishers_own_queries_does_not_wait_for_the_s
     """psycopg2 reads NOTIFYs off the socket while it runs any query. An event committed after
     the publisher's last SELECT, whose NOTIFY was read by one of the publisher's own queries,
     must go out at once, not at the next sweep (found by plantnotify bench: p99.9 of 5 s)."""
+    from devtools.world import sessions_for
     from plantnotify.contracts.events import AnalysisProgress
-    from tests.support.worker import sessions_for
     from worker.store import add_event
 
     worker = start_worker(outbox_sweep_seconds=60)

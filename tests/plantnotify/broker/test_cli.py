@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from plantnotify.broker.process import free_port, port_free
+from plantnotify.net import free_port, port_free
 from plantnotify.settings import Settings
 from tests.support.broker import build_plugin
 from tests.support.mqtt import raw_connect

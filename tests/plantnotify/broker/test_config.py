@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from plantnotify.broker.config import BrokerConfigError, BrokerLayout, render_config, write_config
-from plantnotify.broker.process import BrokerError, choose_ports, free_port
+from plantnotify.broker.process import BrokerError, choose_ports
+from plantnotify.net import free_port
 from plantnotify.settings import Settings
 from tests.support.broker import settings_with
 

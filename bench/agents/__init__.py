@@ -1,0 +1,1 @@
+"""Agent processes: each module is run as ``python -m bench.agents.<name>``."""

@@ -1,0 +1,1 @@
+"""Stand-alone benchmark scripts: ``python -m bench.scripts.<name>`` (print numbers)."""
