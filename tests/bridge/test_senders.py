@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from bridge import metrics
 from bridge.credentials import FcmTarget, ephemeral_service_account
-from bridge.emulator import FcmEmulator
 from bridge.fcm import FcmSender
 from bridge.retry import RetryPolicy
 from bridge.senders import Senders
 from bridge.store import NewDecision, Store
+from devtools.fcm_emulator import FcmEmulator
 from plantnotify.contracts.events import utcnow
 from tests.bridge.conftest import World, new_user
 

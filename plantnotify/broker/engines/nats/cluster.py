@@ -21,7 +21,7 @@ from typing import IO
 
 from plantnotify.broker.engines.nats.binary import find_nats_server
 from plantnotify.broker.engines.nats.config import ClusterLayout, NatsNode, write_configs
-from plantnotify.broker.process import free_port
+from plantnotify.net import free_port
 from plantnotify.settings import Settings
 
 CALLOUT_READY = "auth callout ready"
