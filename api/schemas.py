@@ -89,6 +89,11 @@ class MqttEndpoints(ApiModel):
     host: str
     port: int = Field(description="MQTT/TCP port.")
     ws_url: str = Field(description="MQTT-over-WebSocket URL for browsers.")
+    protocol_version: int = Field(
+        5,
+        description="MQTT protocol level to connect with: 5 on Mosquitto, 4 (3.1.1) on the "
+        "clustered engine (NATS refuses MQTT 5).",
+    )
 
 
 class RealtimeTopics(ApiModel):

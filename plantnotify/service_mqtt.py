@@ -35,6 +35,7 @@ def service_connect_options(
         token = mint_mqtt_token(settings.mqtt_signer, user, lifetime, service=True, now=now)
         return Credentials(user, token, expires_at=now + lifetime)
 
+    options.setdefault("protocol", settings.mqtt_protocol)  # 3.1.1 on the NATS engine
     return ConnectOptions(
         host=settings.mqtt_host,
         port=settings.mqtt_port,

@@ -12,6 +12,7 @@ import secrets
 import shlex
 import sys
 
+from plantnotify.broker.engines.nats.runtime import read_cluster_runtime
 from plantnotify.broker.process import read_runtime
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.ids import is_valid_user_id, new_client_id
@@ -37,16 +38,22 @@ def mosquitto_sub_command(settings: Settings, user_id: str, token: str, service:
     port = settings.mqtt_port
     if "mqtt_port" not in settings.model_fields_set:
         # `plantnotify broker` may have picked a free port because the default was taken.
-        runtime = read_runtime(settings.mqtt_data_dir.resolve())
-        if runtime:
-            port = runtime["port"]
+        if settings.broker_engine == "nats":
+            cluster = read_cluster_runtime(settings.nats_data_dir.resolve())
+            if cluster:
+                port = cluster["mqttPorts"][0]
+        else:
+            runtime = read_runtime(settings.mqtt_data_dir.resolve())
+            if runtime:
+                port = runtime["port"]
     client_id = new_client_id(user_id, f"sub-{secrets.token_hex(3)}")
     topics = [f"{USERS}/+/#", f"{SERVICE_PREFIX}/#"] if service else [user_filter(user_id)]
     parts = ["mosquitto_sub", "-h", host, "-p", str(port), "-u", user_id, "-P", token]
     parts += ["-i", client_id]
     for topic in topics:
         parts += ["-t", topic]
-    parts += ["-V", "mqttv5", "-q", "1", "-v"]
+    version = "mqttv311" if settings.mqtt_protocol == 4 else "mqttv5"  # NATS: 3.1.1 only
+    parts += ["-V", version, "-q", "1", "-v"]
     return " ".join(shlex.quote(p) for p in parts)
 
 

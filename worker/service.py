@@ -29,6 +29,7 @@ from worker.n8n import N8nClient, n8n_url
 from worker.outbox import OutboxPublisher
 from worker.presence import Presence, new_owner_id
 from worker.process import JobProcessor
+from worker.retained_expiry import RetainedExpirySweeper
 from worker.store import JobStore
 
 log = logging.getLogger("plantnotify.worker")
@@ -84,12 +85,22 @@ class Worker:
             on_drain_timeout=self.cancel.set,
         )
         self._threads: list[threading.Thread] = []
+        # MQTT 3.1.1 engines (NATS) have no message expiry: clear expired retained events here.
+        self.expiry = (
+            RetainedExpirySweeper(
+                settings.database_url, service_connect_options(settings, "worker-expiry")
+            )
+            if settings.mqtt_protocol == 4
+            else None
+        )
 
     def start(self) -> Worker:
         if not self.presence.ensure():
             raise RuntimeError("cannot take this worker's presence lock in PostgreSQL")
         faults.announce()
         self.outbox.start(lead=not faults.crash_after_commit_armed())
+        if self.expiry is not None:
+            self.expiry.start()
         for target, name in ((self._keep_leases, "leases"), (self._consume, "consumer")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -125,6 +136,8 @@ class Worker:
         self.outbox.wake()
         time.sleep(0.2)
         self.outbox.stop()
+        if self.expiry is not None:
+            self.expiry.stop()
         self.n8n.close()
         self.presence.close()
         self.engine.dispose()

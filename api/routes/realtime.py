@@ -39,6 +39,7 @@ def realtime_token(caller: Caller, settings: SettingsDep) -> RealtimeTokenRespon
             host=settings.mqtt_public_host or settings.mqtt_host,
             port=settings.mqtt_port,
             ws_url=settings.mqtt_public_ws_url,
+            protocol_version=settings.mqtt_protocol,
         ),
         topics=RealtimeTopics(
             analyses=topics.analyses_filter(caller.user_id),

@@ -36,6 +36,7 @@ class RealtimeGrant:
     ws_url: str
     analyses_filter: str
     receipts_topic: str
+    protocol_version: int = 5  # 4 (3.1.1) on the clustered engine
 
     @classmethod
     def from_answer(cls, body: dict[str, Any], received_at: float) -> RealtimeGrant:
@@ -52,6 +53,7 @@ class RealtimeGrant:
                 ws_url=str(body["mqtt"]["wsUrl"]),
                 analyses_filter=str(body["topics"]["analyses"]),
                 receipts_topic=str(body["topics"]["receipts"]),
+                protocol_version=int(body["mqtt"].get("protocolVersion", 5)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WatchError(f"the API's realtime token answer is missing {exc}") from None

@@ -106,7 +106,7 @@ class Watcher:
             port=self.opts.mqtt_port or grant.port,
             client_id=self.client_id,
             credentials=self._credentials,
-            protocol=5,
+            protocol=4 if grant.protocol_version == 4 else 5,
             clean_start=False,  # resume the session: what came while we were away is queued
             session_expiry=self.opts.session_expiry,
             subscriptions=[(grant.analyses_filter, 1)],

@@ -15,6 +15,7 @@ from plantnotify.contracts import topics
 from plantnotify.settings import Settings
 from tests.support import mqtt
 from tests.support.api import SettingsFactory, User
+from tests.support.nats import NatsHandle
 
 REALTIME = "/api/v1/realtime/token"
 
@@ -34,6 +35,7 @@ def test_realtime_token_shape_and_claims(
     }
     assert body["mqtt"]["host"] == api_settings.mqtt_host
     assert body["mqtt"]["port"] == api_settings.mqtt_port
+    assert body["mqtt"]["protocolVersion"] == 5  # Mosquitto
     assert urlsplit(body["mqtt"]["wsUrl"]).port == api_settings.mqtt_ws_port
     assert 0 < body["expiresIn"] <= api_settings.mqtt_token_ttl_seconds
 
@@ -98,3 +100,29 @@ def test_the_credentials_open_our_broker_for_own_topics_only(
     # alice's token is not bob's: the broker refuses it under bob's name
     with pytest.raises(mqtt.ConnectRefused):
         mqtt.connect(grant["mqtt"]["port"], bob.user_id, grant["token"], bob.user_id)
+
+
+def test_on_the_nats_engine_the_grant_says_mqtt_311_and_opens_the_cluster(
+    make_settings: SettingsFactory, nats_cluster: NatsHandle, alice: User
+) -> None:
+    """The app reads ``mqtt.protocolVersion`` (NATS refuses MQTT 5) and needs nothing else."""
+    cluster = nats_cluster.settings
+    settings = make_settings(
+        broker_engine="nats", mqtt_port=cluster.mqtt_port, mqtt_ws_port=cluster.mqtt_ws_port
+    )
+    with TestClient(create_app(settings)) as nats_client:
+        grant = nats_client.post(REALTIME, headers=alice.headers).json()
+    assert grant["mqtt"]["protocolVersion"] == mqtt.V311
+    assert grant["mqtt"]["port"] == cluster.mqtt_port
+    c = mqtt.connect(
+        grant["mqtt"]["port"],
+        grant["username"],
+        grant["token"],
+        grant["clientIdPrefix"] + "pytest",
+        protocol=grant["mqtt"]["protocolVersion"],
+    )
+    try:
+        assert c.subscribe(grant["topics"]["analyses"]) == [1]
+        assert c.subscribe(topics.analyses_filter("someone-else")) == [0x80]
+    finally:
+        c.close()

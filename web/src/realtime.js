@@ -171,7 +171,7 @@ export class Realtime extends EventTarget {
         clientId: this.clientId,
         username: grant.username,
         password: grant.token,
-        protocolVersion: 5,
+        protocolVersion: grant.mqtt.protocolVersion === 4 ? 4 : 5, // 3.1.1 on the NATS engine
         clean: true, // a tab has no offline queue: it recovers through /notifications
         reconnectPeriod: 0, // our loop reconnects, with fresh credentials
         connectTimeout: 10000,

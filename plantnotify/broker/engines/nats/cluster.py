@@ -100,6 +100,11 @@ class _Child:
             f.seek(self.log_start)
             return f.read().decode(errors="replace")
 
+    def send(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+
     def signal(self, sig: int, timeout: float = 10.0) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
@@ -196,10 +201,12 @@ class NatsCluster:
         self.callouts[index].signal(signal.SIGKILL)
 
     def stop(self) -> None:
-        for child in self.callouts:
-            child.signal(signal.SIGTERM, 5.0)
-        for child in self.nodes:
-            child.signal(signal.SIGTERM, 15.0)
+        """SIGTERM to every callout, then to every node at once (each saves its stores)."""
+        for group, timeout in ((self.callouts, 5.0), (self.nodes, 15.0)):
+            for child in group:
+                child.send(signal.SIGTERM)
+            for child in group:
+                child.signal(signal.SIGTERM, timeout)
 
     def wait_any_exit(self, poll: float = 0.5) -> _Child:
         """Blocks until some node or callout exits; returns it (foreground command)."""

@@ -28,6 +28,7 @@ APP_ACCOUNT = "APP"
 AUTH_ACCOUNT = "AUTH"
 SYSTEM_ACCOUNT = "SYS"
 CLUSTER_NAME = "plantnotify"
+SESSION_IDLE_HOURS = 7 * 24  # as mosquitto.conf.template's persistent_client_expiration
 # Standard ports of a node on its own machine.
 STANDARD_PORTS = {"client": 4222, "cluster": 6222, "mqtt": 1883, "ws": 8080, "http": 8222}
 
@@ -126,6 +127,12 @@ mqtt {{
   listen: {_q(f"{b}:{node.mqtt_port}")}
   # a QoS-1 message not acknowledged by a device within this time is sent again
   ack_wait: "30s"
+  # sessions and retained messages live in replicated streams: losing a node loses neither
+  # (so the worker's retained-state rebuild is never needed on this engine)
+  stream_replicas: {min(3, len(layout.nodes))}
+  # MQTT 3.1.1 has no session expiry: the QoS-1 queue of a device away this long is dropped
+  # (Mosquitto's persistent_client_expiration does the same); the app resyncs from the API
+  consumer_inactive_threshold: "{SESSION_IDLE_HOURS}h"
 }}
 
 websocket {{

@@ -16,6 +16,7 @@ from types import FrameType
 
 from plantnotify.broker.engines.nats.cluster import ClusterError, NatsCluster, local_layout
 from plantnotify.broker.engines.nats.config import ClusterLayout, write_configs
+from plantnotify.broker.engines.nats.runtime import remove_cluster_runtime, write_cluster_runtime
 from plantnotify.logs import get_logger
 from plantnotify.settings import Settings
 
@@ -61,6 +62,14 @@ def run_cluster(settings: Settings, args: argparse.Namespace) -> int:
             node.host,
             node.http_port,
         )
+    write_cluster_runtime(
+        data_dir,
+        {
+            "mqttPorts": cluster.mqtt_ports,
+            "wsPorts": cluster.ws_ports,
+            "natsUrls": cluster.client_urls,
+        },
+    )
     first = cluster.layout.nodes[0]
     log.info(
         "services: BROKER_ENGINE=nats MQTT_PORT=%d MQTT_WS_PORT=%d NATS_URLS=%s "
@@ -81,6 +90,7 @@ def run_cluster(settings: Settings, args: argparse.Namespace) -> int:
         c for c in [*cluster.nodes, *cluster.callouts] if c.proc and c.proc.poll() is not None
     ]
     cluster.stop()
+    remove_cluster_runtime(data_dir)
     if exited:
         log.error("%s exited; the cluster was stopped", exited[0].argv[0])
         return 1
