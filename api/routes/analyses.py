@@ -12,10 +12,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import store
 from api.deps import Caller, SessionDep, SettingsDep, StateDep
 from api.images import ImageRejected, ImageTooLarge, check_image
 from api.requeue import mark_queued
@@ -221,9 +222,7 @@ async def upload(
 def _own_analysis(session: Session, user_id: str, analysis_id: str) -> Analysis:
     if len(analysis_id) > 64:
         raise HTTPException(status.HTTP_404_NOT_FOUND, _NOT_FOUND)
-    analysis = session.scalar(
-        select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == user_id)
-    )
+    analysis = store.own_analysis(session, user_id, analysis_id)
     if analysis is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, _NOT_FOUND)
     return analysis
@@ -254,18 +253,8 @@ def list_analyses(
         ),
     ] = None,
 ) -> list[AnalysisOut]:
-    query = select(Analysis).where(Analysis.user_id == caller.user_id)
-    if before:
-        cursor = _cursor(session, caller.user_id, before)
-        if isinstance(cursor, datetime):
-            query = query.where(Analysis.created_at < cursor)
-        else:
-            query = query.where(tuple_(Analysis.created_at, Analysis.id) < cursor)
-    rows = list(
-        session.scalars(
-            query.order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(limit + 1)
-        )
-    )
+    cursor = _cursor(session, caller.user_id, before) if before else None
+    rows = store.analyses_page(session, caller.user_id, limit + 1, cursor)
     if len(rows) > limit:
         rows = rows[:limit]
         response.headers[NEXT_BEFORE_HEADER] = rows[-1].id
@@ -273,13 +262,9 @@ def list_analyses(
 
 
 def _cursor(session: Session, user_id: str, before: str) -> datetime | tuple[datetime, str]:
-    row = session.execute(
-        select(Analysis.created_at, Analysis.id).where(
-            Analysis.id == before, Analysis.user_id == user_id
-        )
-    ).first()
-    if row is not None:
-        return (row.created_at, row.id)
+    position = store.analysis_position(session, user_id, before)
+    if position is not None:
+        return position
     try:
         return parse_timestamp(before)
     except ValueError:
@@ -318,16 +303,13 @@ def get_analysis(
 def get_image(analysis_id: str, caller: Caller, session: SessionDep) -> Response:
     if len(analysis_id) > 64:
         raise HTTPException(status.HTTP_404_NOT_FOUND, _NOT_FOUND)
-    row = session.execute(
-        select(AnalysisImage.data, Analysis.mime_type)
-        .join(Analysis, Analysis.id == AnalysisImage.analysis_id)
-        .where(Analysis.id == analysis_id, Analysis.user_id == caller.user_id)
-    ).first()
-    if row is None:
+    image = store.own_image(session, caller.user_id, analysis_id)
+    if image is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, _NOT_FOUND)
+    data, mime_type = image
     return Response(
-        content=row.data,
-        media_type=row.mime_type,
+        content=data,
+        media_type=mime_type,
         headers={
             "Cache-Control": "private, max-age=86400, immutable",
             "X-Content-Type-Options": "nosniff",

@@ -12,12 +12,10 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from sqlalchemy import delete, func
-from sqlalchemy.dialects.postgresql import insert
 
+from api import store
 from api.deps import Caller, SessionDep
 from api.schemas import DEVICE_TOKEN_PATTERN, DeviceIn, DeviceOut, ErrorResponse
-from plantnotify.db.models import Device
 from plantnotify.logs import get_logger
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -33,19 +31,7 @@ _TOKEN_RE = re.compile(DEVICE_TOKEN_PATTERN)
     responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
 def register_device(body: DeviceIn, caller: Caller, session: SessionDep) -> DeviceOut:
-    statement = insert(Device).values(
-        token=body.token, user_id=caller.user_id, platform=body.platform.value
-    )
-    statement = statement.on_conflict_do_update(
-        index_elements=[Device.token],
-        set_={
-            "user_id": statement.excluded.user_id,
-            "platform": statement.excluded.platform,
-            "updated_at": func.now(),
-        },
-    )
-    session.execute(statement)
-    session.commit()
+    store.register_device(session, body.token, caller.user_id, body.platform.value)
     log.info(
         "device registered", extra={"user_id": caller.user_id, "platform": body.platform.value}
     )
@@ -62,11 +48,6 @@ def register_device(body: DeviceIn, caller: Caller, session: SessionDep) -> Devi
 def unregister_device(
     token: Annotated[str, Path(max_length=4096)], caller: Caller, session: SessionDep
 ) -> Response:
-    if _TOKEN_RE.fullmatch(token):
-        result = session.execute(
-            delete(Device).where(Device.token == token, Device.user_id == caller.user_id)
-        )
-        session.commit()
-        if getattr(result, "rowcount", 0):
-            log.info("device unregistered", extra={"user_id": caller.user_id})
+    if _TOKEN_RE.fullmatch(token) and store.unregister_device(session, token, caller.user_id):
+        log.info("device unregistered", extra={"user_id": caller.user_id})
     return Response(status_code=status.HTTP_204_NO_CONTENT)

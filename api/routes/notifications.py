@@ -14,13 +14,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
 
+from api import store
 from api.deps import Caller, SessionDep
 from api.schemas import ErrorResponse
 from api.timestamps import parse_timestamp
 from plantnotify.contracts.events import Event
-from plantnotify.db.models import EventRow
 
 router = APIRouter(tags=["notifications"])
 
@@ -52,9 +51,7 @@ def list_notifications(
         int, Query(ge=1, le=NOTIFICATIONS_MAX, description="Page size.")
     ] = NOTIFICATIONS_DEFAULT,
 ) -> JSONResponse:
-    query = select(EventRow.seq, EventRow.created_at, EventRow.payload).where(
-        EventRow.user_id == caller.user_id
-    )
+    after = None
     if since is not None:
         try:
             after = parse_timestamp(since)
@@ -64,21 +61,9 @@ def list_notifications(
                 "`since` must be an ISO 8601 time with a time zone, e.g. "
                 "2026-01-31T12:00:00Z (URL-encode a `+` offset as %2B)",
             ) from None
-        query = query.where(EventRow.created_at > after)
-    order = (EventRow.created_at, EventRow.seq)
-    rows = list(session.execute(query.order_by(*order).limit(limit + 1)))
-    has_more = len(rows) > limit
-    if has_more:
-        rows = rows[:limit]
-        last = rows[-1]
-        # Finish the group of events that share the last timestamp (one transaction).
-        rows += list(
-            session.execute(
-                query.where(EventRow.created_at == last.created_at, EventRow.seq > last.seq)
-                .order_by(*order)
-                .limit(NOTIFICATIONS_MAX)
-            )
-        )
+    rows, has_more = store.events_page(
+        session, caller.user_id, after, limit, group_max=NOTIFICATIONS_MAX
+    )
     headers = {HAS_MORE_HEADER: "true" if has_more else "false"}
     if rows:
         headers[NEXT_SINCE_HEADER] = rows[-1].created_at.isoformat()

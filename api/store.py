@@ -1,0 +1,120 @@
+"""The API's side of PostgreSQL: every query the routes run, as SQLAlchemy statements on the
+mapped classes, each behind a name that says what it is for.
+
+Routes take a request-scoped session (``SessionDep``) and call these; they never build a query
+themselves. Ownership is part of every read: another user's row is simply not found.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, delete, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from plantnotify.db.models import Analysis, AnalysisImage, Device, EventRow
+
+# --- analyses -------------------------------------------------------------------------------
+
+
+def own_analysis(session: Session, user_id: str, analysis_id: str) -> Analysis | None:
+    return session.scalar(
+        select(Analysis).where(Analysis.id == analysis_id, Analysis.user_id == user_id)
+    )
+
+
+def analysis_position(
+    session: Session, user_id: str, analysis_id: str
+) -> tuple[datetime, str] | None:
+    """Where one of the user's analyses sits in their newest-first list (a page cursor)."""
+    row = session.execute(
+        select(Analysis.created_at, Analysis.id).where(
+            Analysis.id == analysis_id, Analysis.user_id == user_id
+        )
+    ).first()
+    return None if row is None else (row.created_at, row.id)
+
+
+def analyses_page(
+    session: Session,
+    user_id: str,
+    limit: int,
+    before: datetime | tuple[datetime, str] | None = None,
+) -> list[Analysis]:
+    """The user's analyses, newest first, before a time or a position."""
+    query = select(Analysis).where(Analysis.user_id == user_id)
+    if isinstance(before, datetime):
+        query = query.where(Analysis.created_at < before)
+    elif before is not None:
+        query = query.where(tuple_(Analysis.created_at, Analysis.id) < before)
+    return list(
+        session.scalars(query.order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(limit))
+    )
+
+
+def own_image(session: Session, user_id: str, analysis_id: str) -> tuple[bytes, str] | None:
+    """The uploaded image and its MIME type, if the analysis is the user's."""
+    row = session.execute(
+        select(AnalysisImage.data, Analysis.mime_type)
+        .join(Analysis, Analysis.id == AnalysisImage.analysis_id)
+        .where(Analysis.id == analysis_id, Analysis.user_id == user_id)
+    ).first()
+    return None if row is None else (row.data, row.mime_type)
+
+
+# --- devices --------------------------------------------------------------------------------
+
+
+def register_device(session: Session, token: str, user_id: str, platform: str) -> None:
+    """Register (or move to this user) an FCM token; committed."""
+    statement = insert(Device).values(token=token, user_id=user_id, platform=platform)
+    statement = statement.on_conflict_do_update(
+        index_elements=[Device.token],
+        set_={
+            "user_id": statement.excluded.user_id,
+            "platform": statement.excluded.platform,
+            "updated_at": func.now(),
+        },
+    )
+    session.execute(statement)
+    session.commit()
+
+
+def unregister_device(session: Session, token: str, user_id: str) -> bool:
+    """Remove the user's registration of a token; committed. True if there was one."""
+    result = session.execute(delete(Device).where(Device.token == token, Device.user_id == user_id))
+    session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+# --- notifications --------------------------------------------------------------------------
+
+
+def events_page(
+    session: Session, user_id: str, after: datetime | None, limit: int, group_max: int
+) -> tuple[list[Row[Any]], bool]:
+    """The user's events created after ``after``, oldest first: at most ``limit``, plus the
+    rest of the group that shares the last one's timestamp (one transaction), at most
+    ``group_max`` more. Rows have ``seq``, ``created_at`` and ``payload``; the flag says
+    whether more were waiting."""
+    query = select(EventRow.seq, EventRow.created_at, EventRow.payload).where(
+        EventRow.user_id == user_id
+    )
+    if after is not None:
+        query = query.where(EventRow.created_at > after)
+    order = (EventRow.created_at, EventRow.seq)
+    rows: list[Row[Any]] = list(session.execute(query.order_by(*order).limit(limit + 1)))
+    has_more = len(rows) > limit
+    if has_more:
+        rows = rows[:limit]
+        last = rows[-1]
+        rows += list(
+            session.execute(
+                query.where(EventRow.created_at == last.created_at, EventRow.seq > last.seq)
+                .order_by(*order)
+                .limit(group_max)
+            )
+        )
+    return rows, has_more
