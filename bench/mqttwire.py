@@ -110,13 +110,6 @@ def connack_code(body: bytes) -> int:
     return body[1]
 
 
-def parse_connack(packet: bytes) -> int:
-    """The return code of a whole 3.1.1 CONNACK packet (4 bytes)."""
-    if len(packet) != 4 or packet[0] != 0x20 or packet[1] != 2:
-        raise ProtocolError(f"not a CONNACK: {packet[:8]!r}")
-    return packet[3]
-
-
 def parse_publish(flags: int, body: bytes, protocol: int) -> tuple[str, int, bytes]:
     """(topic, packet id or 0, payload) of a PUBLISH body."""
     (tlen,) = struct.unpack_from("!H", body, 0)
