@@ -20,10 +20,10 @@ from sqlalchemy.exc import DBAPIError
 from bridge import metrics
 from bridge.decision import DecisionState
 from bridge.intake import Intake
-from bridge.presence import BrokerPresence
+from bridge.presence import PresenceSource
 from bridge.senders import Senders
 from bridge.store import Store
-from plantnotify.contracts.topics import BROKER_BOOT_TOPIC, parse_topic
+from plantnotify.contracts.topics import parse_topic
 from plantnotify.mqtt import ConnectionState, Message
 
 log = logging.getLogger("plantnotify.bridge")
@@ -50,7 +50,7 @@ class Loop:
         self,
         *,
         store: Store,
-        presence: BrokerPresence,
+        presence: PresenceSource,
         intake: Intake,
         senders: Senders,
         grace: timedelta,
@@ -114,10 +114,11 @@ class Loop:
                 self._stop.wait(1.0)
 
     def _wait_time(self) -> float:
-        if self._dirty or self.presence.marker_due:
+        if self._dirty:
             return 0.02
-        if self.presence.marker_out:
-            return 0.1
+        soon = self.presence.wants_wake
+        if soon is not None:
+            return soon
         deadline = min(self._next_check, self._next_sweep)
         return max(0.0, min(self.poll, deadline - time.monotonic()))
 
@@ -137,22 +138,18 @@ class Loop:
             log.exception("unexpected error handling %s; ignored", item.kind)
 
     def _route(self, msg: Message) -> None:
-        if msg.topic == self.presence.sync_topic:
-            if self.presence.marker(msg.payload):
+        update = self.presence.route(msg)
+        if update is not None:
+            for user_id in update.offline:
+                if self.intake.went_offline(user_id, utcnow()):
+                    self._dirty = True
+            if update.synced:
                 self._in_sync()
-            return
-        if msg.topic == BROKER_BOOT_TOPIC:
-            self.presence.boot(msg.payload)
             return
         ref = parse_topic(msg.topic)
         if ref is None:
             return
-        if ref.kind == "session":
-            if self.presence.snapshot(ref.user_id, msg.payload) and self.intake.went_offline(
-                ref.user_id, utcnow()
-            ):
-                self._dirty = True
-        elif ref.kind == "receipts":
+        if ref.kind == "receipts":
             if self.intake.receipt(ref.user_id, msg.payload, utcnow()):
                 self._dirty = True
         elif ref.kind == "analysis":

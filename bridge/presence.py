@@ -1,8 +1,17 @@
-"""Who is online, followed from the broker: connection changes, broker boots, per-user session
-snapshots, and the sync marker that says the retained replay has been read to its end.
+"""Who is online, as the broker tells it: the presence-source interface and the Mosquitto one.
 
-The picture itself (:class:`bridge.sessions.SessionPicture`) is pure; this is the part that
-feeds it from MQTT. Confined to the bridge's loop thread, like the picture.
+A presence source answers ``live(user_id)`` (``None`` while not in sync: unknown) and turns what
+arrives in the bridge loop's inbox into a :class:`PresenceUpdate` (users who went offline, and
+whether that put it in sync). Two implementations, one per engine:
+
+* :class:`BrokerPresence` (Mosquitto): the plugin's retained per-user session snapshots and
+  broker boots on the bridge's MQTT connection, and the sync marker that says the retained
+  replay has been read to its end; the picture itself (:class:`bridge.sessions.SessionPicture`)
+  is pure;
+* :class:`bridge.presence_nats.NatsPresence` (NATS): ``$SYS`` connect/disconnect events and
+  CONNZ snapshots from every node, on a system-user connection of its own.
+
+Confined to the bridge's loop thread (a source's own I/O thread only posts to the inbox).
 """
 
 from __future__ import annotations
@@ -11,15 +20,58 @@ import logging
 import secrets
 import threading
 import time
+from dataclasses import dataclass
+from typing import Protocol
 
 from bridge import metrics
 from bridge.sessions import SessionPicture
 from plantnotify.contracts.events import BrokerBoot, SessionSnapshot
-from plantnotify.mqtt import ConnectionState, MqttClient, MqttError
+from plantnotify.contracts.topics import ALL_SESSIONS_FILTER, BROKER_BOOT_TOPIC, parse_topic
+from plantnotify.mqtt import ConnectionState, Message, MqttClient, MqttError
 
 log = logging.getLogger("plantnotify.bridge")
 
 SYNC_FALLBACK_SECONDS = 5.0  # if our own sync marker never comes back, trust the replay anyway
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceUpdate:
+    """What one presence message changed: users now offline, and whether it put us in sync."""
+
+    offline: tuple[str, ...] = ()
+    synced: bool = False
+
+
+class PresenceSource(Protocol):
+    """What the bridge needs from presence, whatever the engine."""
+
+    ready: threading.Event  # set by the loop once in sync
+
+    def live(self, user_id: str) -> int | None: ...
+
+    def route(self, msg: Message) -> PresenceUpdate | None:
+        """A presence message applied; None when ``msg`` is not one (receipts, events)."""
+        ...
+
+    def connection_changed(self, state: ConnectionState | None) -> None: ...
+
+    def sync_step(self) -> bool:
+        """Called every loop pass; True when it just put the source in sync."""
+        ...
+
+    @property
+    def wants_wake(self) -> float | None:
+        """How soon the loop should wake for this source (None: no hurry)."""
+        ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def broker_presence_filters(sync_topic: str) -> list[tuple[str, int]]:
+    """What :class:`BrokerPresence` needs on the bridge's MQTT connection."""
+    return [(BROKER_BOOT_TOPIC, 1), (ALL_SESSIONS_FILTER, 1), (sync_topic, 1)]
 
 
 class BrokerPresence:
@@ -35,6 +87,32 @@ class BrokerPresence:
     def live(self, user_id: str) -> int | None:
         """Live connections of the user; ``None`` while not in sync (unknown)."""
         return self.picture.live(user_id)
+
+    def route(self, msg: Message) -> PresenceUpdate | None:
+        if msg.topic == self.sync_topic:
+            return PresenceUpdate(synced=self.marker(msg.payload))
+        if msg.topic == BROKER_BOOT_TOPIC:
+            self.boot(msg.payload)
+            return PresenceUpdate()
+        ref = parse_topic(msg.topic)
+        if ref is None or ref.kind != "session":
+            return None
+        went_offline = self.snapshot(ref.user_id, msg.payload)
+        return PresenceUpdate(offline=(ref.user_id,) if went_offline else ())
+
+    @property
+    def wants_wake(self) -> float | None:
+        if self.marker_due:
+            return 0.02
+        if self.marker_out:
+            return 0.1
+        return None
+
+    def start(self) -> None:
+        """Nothing to start: it reads the bridge's own MQTT connection."""
+
+    def stop(self) -> None:
+        """Nothing to stop."""
 
     @property
     def marker_due(self) -> bool:

@@ -34,7 +34,8 @@ from bridge.credentials import resolve
 from bridge.fcm import FcmSender
 from bridge.intake import Intake
 from bridge.loop import Item, Loop
-from bridge.presence import BrokerPresence
+from bridge.presence import BrokerPresence, PresenceSource, broker_presence_filters
+from bridge.presence_nats import NatsPresence
 from bridge.retry import RetryPolicy
 from bridge.senders import Sender, Senders
 from bridge.sessions import SessionPicture
@@ -44,8 +45,6 @@ from plantnotify.contracts.ids import new_client_id
 from plantnotify.contracts.topics import (
     ALL_ANALYSES_FILTER,
     ALL_RECEIPTS_FILTER,
-    ALL_SESSIONS_FILTER,
-    BROKER_BOOT_TOPIC,
     bridge_sync_topic,
 )
 from plantnotify.db.session import session_factory
@@ -110,23 +109,25 @@ class Bridge:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         sync_topic = bridge_sync_topic(self.client_id)
+        # Presence: the plugin's snapshots on this MQTT connection (Mosquitto), or $SYS events
+        # on a NATS connection of its own (NATS).
+        on_nats = settings.broker_engine == "nats"
+        presence_filters = [] if on_nats else broker_presence_filters(sync_topic)
         self.mqtt = MqttClient(
             ConnectOptions(
                 host=settings.mqtt_host,
                 port=settings.mqtt_port,
                 client_id=self.client_id,
                 credentials=self._credentials,
-                protocol=5,
+                protocol=settings.mqtt_protocol,
                 # A persistent session: receipts published while this bridge restarts are
                 # queued by the broker and read when it is back (same BRIDGE_INSTANCE).
                 clean_start=False,
                 session_expiry=settings.bridge_session_expiry_seconds,
                 subscriptions=[
-                    (BROKER_BOOT_TOPIC, 1),
-                    (ALL_SESSIONS_FILTER, 1),
+                    *presence_filters,
                     (ALL_RECEIPTS_FILTER, 1),
                     (ALL_ANALYSES_FILTER, 1),
-                    (sync_topic, 1),
                 ],
                 # Events are retained for days: replaying all of them on every (re)connect
                 # only to skip them delayed the sync (and so every push decision) by minutes
@@ -137,7 +138,15 @@ class Bridge:
             on_message=lambda m: self.loop.put(Item("msg", message=m)),
             on_state=lambda s: self.loop.put(Item("state", state=s)),
         )
-        self.presence = BrokerPresence(self.mqtt, sync_topic)
+        self.presence: PresenceSource = (
+            NatsPresence(
+                settings,
+                lambda m: self.loop.put(Item("msg", message=m)),
+                name=f"bridge-{self.instance}",
+            )
+            if on_nats
+            else BrokerPresence(self.mqtt, sync_topic)
+        )
         self.intake = Intake(
             self.store,
             self.presence.live,
@@ -166,6 +175,9 @@ class Bridge:
 
     @property
     def picture(self) -> SessionPicture:
+        """The Mosquitto source's picture (tests); the NATS source answers ``live`` only."""
+        if not isinstance(self.presence, BrokerPresence):
+            raise AttributeError("the NATS presence source has no session picture")
         return self.presence.picture
 
     def _credentials(self) -> Credentials:
@@ -206,10 +218,12 @@ class Bridge:
             )
             self.senders.start()
             self.mqtt.start()
+            self.presence.start()
             try:
                 self.loop.run()
             finally:
                 self.senders.join(self.settings.fcm_http_timeout_seconds + 5)
+                self.presence.stop()
                 self.mqtt.stop()
                 self._engine.dispose()
                 metrics.IN_SYNC.set(0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -32,20 +31,24 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from plantnotify.authcallout import natsjwt
-from plantnotify.authcallout.ledger import ConnKey, Ledger
 from plantnotify.authcallout.rules import Refused, TokenConfig, check_connect
 from plantnotify.broker.engines.nats.config import APP_ACCOUNT
 from plantnotify.broker.engines.nats.keys import NatsKeys
+from plantnotify.broker.engines.nats.ledger import Ledger
+from plantnotify.broker.engines.nats.presence import (
+    CONNECT_EVENTS,
+    DISCONNECT_EVENTS,
+    SHUTDOWN_EVENTS,
+    connz_snapshot,
+    parse_conn_event,
+    parse_shutdown,
+)
 from plantnotify.settings import Settings
 
 log = logging.getLogger("plantnotify.authcallout")
 
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 QUEUE_GROUP = "plantnotify-auth-callout"
-CONNECT_EVENTS = f"$SYS.ACCOUNT.{APP_ACCOUNT}.CONNECT"
-DISCONNECT_EVENTS = f"$SYS.ACCOUNT.{APP_ACCOUNT}.DISCONNECT"
-SHUTDOWN_EVENTS = "$SYS.SERVER.*.SHUTDOWN"
-CONNZ_PING = "$SYS.REQ.SERVER.PING.CONNZ"
 
 
 @dataclass
@@ -56,41 +59,6 @@ class Counts:
 
     def add(self, outcome: str) -> None:
         self.by_outcome[outcome] = self.by_outcome.get(outcome, 0) + 1
-
-
-async def connz_snapshot(
-    nc: NatsClient, *, wait: float = 0.6, limit: int = 1_000_000
-) -> tuple[set[str], list[tuple[ConnKey, str, str]]]:
-    """(server ids that answered, [(key, user, mqtt client id)]) of the APP account."""
-    inbox = nc.new_inbox()
-    replies: asyncio.Queue[Msg] = asyncio.Queue()
-
-    async def collect(msg: Msg) -> None:
-        await replies.put(msg)
-
-    sub = await nc.subscribe(inbox, cb=collect)
-    servers: set[str] = set()
-    conns: list[tuple[ConnKey, str, str]] = []
-    try:
-        body = {"acc": APP_ACCOUNT, "auth": True, "limit": limit}
-        await nc.publish(CONNZ_PING, json.dumps(body).encode(), reply=inbox)
-        await nc.flush()
-        while True:
-            try:
-                msg = await asyncio.wait_for(replies.get(), wait)
-            except TimeoutError:
-                break
-            data = json.loads(msg.data)
-            server_id = data.get("server", {}).get("id", "")
-            servers.add(server_id)
-            for conn in (data.get("data") or {}).get("connections") or []:
-                if conn.get("account", APP_ACCOUNT) != APP_ACCOUNT:
-                    continue
-                user = conn.get("authorized_user") or conn.get("name") or ""
-                conns.append(((server_id, int(conn["cid"])), user, conn.get("mqtt_client", "")))
-    finally:
-        await sub.unsubscribe()
-    return servers, conns
 
 
 class AuthCallout:
@@ -172,28 +140,18 @@ class AuthCallout:
 
     # --- presence ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _event_key(data: dict[str, Any]) -> tuple[ConnKey, str, str] | None:
-        client = data.get("client") or {}
-        server = data.get("server") or {}
-        if client.get("acc", APP_ACCOUNT) != APP_ACCOUNT or "id" not in client:
-            return None
-        key = (str(server.get("id", "")), int(client["id"]))
-        return key, str(client.get("user", "")), str(client.get("client_id", ""))
-
     async def _on_connect_event(self, msg: Msg) -> None:
-        parsed = self._event_key(json.loads(msg.data))
-        if parsed is not None:
-            self.ledger.connected(*parsed)
+        event = parse_conn_event(msg.data)
+        if event is not None:
+            self.ledger.connected(event.key, event.user, event.client_id)
 
     async def _on_disconnect_event(self, msg: Msg) -> None:
-        parsed = self._event_key(json.loads(msg.data))
-        if parsed is not None:
-            self.ledger.disconnected(parsed[0])
+        event = parse_conn_event(msg.data)
+        if event is not None:
+            self.ledger.disconnected(event.key)
 
     async def _on_shutdown_event(self, msg: Msg) -> None:
-        data = json.loads(msg.data)
-        server_id = str((data.get("server") or {}).get("id", data.get("id", "")))
+        server_id = parse_shutdown(msg.data)
         if server_id:
             self.ledger.server_gone(server_id)
 

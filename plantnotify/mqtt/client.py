@@ -352,6 +352,10 @@ class MqttClient:
         self._last_error = None
         with self._lock:
             subs = list(self._subscriptions.items())
+        if self._opts.protocol == 4 and getattr(flags, "session_present", False):
+            # MQTT 3.1.1 has no Retain Handling: the session kept these subscriptions, and
+            # subscribing again would replay every retained message on them.
+            subs = [(f, q) for f, q in subs if f not in self._opts.no_retained_replay]
         self._state = ConnectionState.CONNECTED
         if subs:
             rc, mid = client.subscribe(self._subscribe_args(subs))

@@ -59,4 +59,6 @@ class ConnectOptions:
     # Filters (among ``subscriptions``) whose retained messages the broker must not replay
     # when subscribing (MQTT 5 Retain Handling 2): for services that follow new publications
     # on wide filters and would otherwise receive every retained message on each (re)connect.
+    # On MQTT 3.1.1 they are not subscribed again when the broker kept the session (only the
+    # first subscription of a new session replays).
     no_retained_replay: frozenset[str] = frozenset()

@@ -66,6 +66,10 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._conns)
 
+    def users(self) -> set[str]:
+        """Users with at least one live connection (expired grants dropped)."""
+        return {user for user in list(self._by_user) if self.live(user)}
+
     # --- what happens -----------------------------------------------------------------------
 
     def grant(self, key: ConnKey, user: str, client_id: str) -> None:

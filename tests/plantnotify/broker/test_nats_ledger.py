@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plantnotify.authcallout.ledger import Ledger
+from plantnotify.broker.engines.nats.ledger import Ledger
 
 
 class Clock:
