@@ -12,6 +12,21 @@
    the API, worker and bridge together, then what they use (broker, stand-ins), SIGKILLing
    whatever does not stop in time. Nothing is left behind.
 
+Why not honcho or supervisord (checked against their code, honcho 2.0 and supervisor 4):
+- **Ordered stop.** The worker, on SIGTERM, finishes its running analyses (which need the N8N
+  stand-in) and publishes them (which needs the broker). honcho's ``Manager`` SIGTERMs every
+  process at once and SIGKILLs them all after a fixed ``KILL_WAIT`` of 5 s; here each tier
+  stops and is waited for before the next (``test_stop_is_tiered...`` fails when both parts
+  share a tier, as under honcho).
+- **Readiness.** The banner (demo account through the API, a ``mosquitto_sub`` line) is
+  printed once every part answers its probe; neither tool has readiness probes (supervisord's
+  ``startsecs`` is only "still running after N s").
+- **One part dies, the stack stops**, with its name and exit code: honcho does that, but
+  supervisord restarts it instead, needs its own config file and daemon, and writes each
+  program's output to files rather than one prefixed stream in the terminal.
+What is left here is those three things plus a prefixed console (~120 lines of ``Supervisor``
+and ``Console``); everything else (ports, the demo account) a process manager would not do.
+
 Adding a part is one entry in :func:`stack` (a :class:`Part`, ``tier=0`` if other parts use
 it); a part whose subcommand is not registered in ``plantnotify.cli.COMMANDS`` is skipped with
 a note.

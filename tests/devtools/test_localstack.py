@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devtools.localstack import StackError, choose_ports
+from devtools.localstack import Console, Part, StackError, Supervisor, choose_ports, tcp_ready
 from devtools.world import Subscriber, leaf_png, settings_env, with_overrides
 from plantnotify.contracts.events import EventType
 from plantnotify.settings import Settings, load_settings
@@ -136,3 +137,46 @@ def test_up_starts_everything_delivers_an_analysis_and_ctrl_c_leaves_nothing(
     assert "stopped." in "".join(lines)
     left = [pid for pid in family if _alive(pid)]
     assert left == [], f"processes left behind: {left}"
+
+
+def test_stop_is_tiered_so_the_worker_can_still_use_the_broker_while_it_stops(
+    tmp_path: Path,
+) -> None:
+    """Why ``plantnotify up`` keeps its own supervisor instead of honcho: on Ctrl-C the API,
+    worker and bridge stop first, while the broker and stand-ins (tier 0) still run, so a
+    stopping worker finishes its analyses and publishes them. honcho SIGTERMs every process at
+    once (``Manager._killall``) and SIGKILLs after a fixed 5 s (``KILL_WAIT``)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broker = (
+        "import socket, signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+        f"s = socket.create_server(('127.0.0.1', {port}))\n"
+        "while True:\n"
+        "    c, _ = s.accept(); c.sendall(b'ok'); c.close()\n"
+    )
+    worker = (
+        "import socket, signal, sys, time\n"
+        "def stop(*a):\n"
+        "    time.sleep(0.5)  # finishing its jobs\n"
+        f"    with socket.create_connection(('127.0.0.1', {port}), timeout=2) as c:\n"
+        "        print('published while stopping:', c.recv(2).decode(), flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('worker ready', flush=True)\n"
+        "while True: time.sleep(0.1)\n"
+    )
+    out = io.StringIO()
+    parts = [
+        Part("broker", [broker], tcp_ready(port), tier=0),
+        Part("worker", [worker], lambda: "worker ready" in out.getvalue()),
+    ]
+    supervisor = Supervisor(parts, dict(os.environ), Console(out))  # type: ignore[arg-type]
+    supervisor.start([sys.executable, "-c"])
+    try:
+        assert supervisor.wait_ready(20) == [], out.getvalue()
+    finally:
+        supervisor.stop()
+    assert "published while stopping: ok" in out.getvalue(), out.getvalue()
+    assert [p.process.returncode for p in parts if p.process] == [0, 0]
