@@ -31,7 +31,6 @@ from sqlalchemy import (
     delete,
     func,
     select,
-    text,
     update,
     values,
 )
@@ -50,7 +49,7 @@ from plantnotify.db.models import (
     PushDelivery,
     PushReceipt,
 )
-from plantnotify.db.session import transaction
+from plantnotify.db.session import commit_without_flush_wait, transaction
 
 log = logging.getLogger("plantnotify.bridge.store")
 
@@ -126,7 +125,7 @@ class Store:
         durable commit also flushes every earlier asynchronous one."""
         with transaction(self._factory) as s:
             if not durable:
-                s.execute(text("SET LOCAL synchronous_commit TO OFF"))
+                commit_without_flush_wait(s)
             yield s
 
     # --- intake -----------------------------------------------------------------------------

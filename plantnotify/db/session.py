@@ -45,6 +45,13 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+def commit_without_flush_wait(session: Session) -> None:
+    """This transaction's commit does not wait for the WAL flush (``synchronous_commit`` off,
+    for this transaction only). Only for writes that are re-derived if a PostgreSQL crash loses
+    them; a later synchronous commit also flushes every earlier one."""
+    session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
 def ensure_database(database_url: str) -> bool:
     """Create the database named in the URL when it does not exist; True if created."""
     url = make_url(normalize_database_url(database_url))
