@@ -2,10 +2,12 @@
  * MQTT token verification and identity rules (CONTRACT.md §2), with no Mosquitto includes so
  * the C unit tests and the fuzz target link it alone.
  *
- * libjwt 1.10.2 only checks the signature (and even that not when the key is empty, or when an
- * HS256 token is MACed with an RSA public key PEM), so everything else happens here: the
- * algorithm is pinned from the configuration, the header and payload are parsed strictly
- * (duplicate keys refused), and exp/nbf/iat/aud/iss/sub/role are validated with a small leeway.
+ * Everything happens here, with OpenSSL for the signature only: the algorithm is pinned from the
+ * configuration, the header and payload are parsed strictly (duplicate keys refused), the
+ * signature is checked with the configured key alone (decoded once, at load: an HS256 MAC
+ * context keyed once, or the parsed RSA/EC public key), and exp/nbf/iat/aud/iss/sub/role are
+ * validated with a small leeway. (libjwt 1.10.2, used before, parsed the PEM key and the JSON
+ * again on every CONNECT and skipped the check for an empty key.)
  */
 #ifndef PLANTNOTIFY_TOKEN_H
 #define PLANTNOTIFY_TOKEN_H
@@ -35,7 +37,7 @@ typedef enum pn_result {
 	PN_ERR_MALFORMED,    /* not three base64url segments of JSON objects */
 	PN_ERR_HEADER,       /* typ not JWT, crit, jku/jwk/x5u/x5c, bad kid */
 	PN_ERR_ALG,          /* alg is not the configured one (none, confusion, ...) */
-	PN_ERR_SIGNATURE,    /* libjwt refused the signature */
+	PN_ERR_SIGNATURE,    /* the signature does not verify with the configured key */
 	PN_ERR_DUPLICATE,    /* duplicate JSON key in header or claims */
 	PN_ERR_EXP_MISSING,  /* no integer exp */
 	PN_ERR_EXPIRED,      /* now >= exp + leeway */
@@ -44,7 +46,7 @@ typedef enum pn_result {
 	PN_ERR_AUD,          /* aud missing or not the configured audience */
 	PN_ERR_ISS,          /* iss missing or wrong while an issuer is configured */
 	PN_ERR_SUB,          /* sub missing or not ^[A-Za-z0-9_-]{1,64}$ */
-	PN_ERR_ROLE,         /* role present but not "service" or "user" */
+	PN_ERR_ROLE,         /* role present but not "service" or "user"; or sid not [A-Za-z0-9_-]{1,32} */
 	PN_ERR_USERNAME,     /* username missing or not equal to sub */
 	PN_ERR_CLIENT_ID,    /* client id not <sub> or <sub>-<suffix> */
 	PN_ERR_NOMEM,
@@ -56,6 +58,10 @@ typedef struct pn_token_config {
 	pn_alg alg;
 	unsigned char *key; /* HS256 secret, or the public key PEM (RS256/ES256) */
 	size_t key_len;
+	void *mac;          /* HS256: EVP_MAC_CTX keyed once at load */
+	void *pkey;         /* RS256/ES256: EVP_PKEY parsed once at load */
+	void *md;           /* RS256/ES256: EVP_MD_CTX reused by every verification */
+	unsigned char *scratch; /* max_token_bytes + 1: decoded segments (the broker is one thread) */
 	char *audience;     /* required */
 	char *issuer;       /* NULL: not checked */
 	long leeway;        /* seconds, 0..PN_MAX_LEEWAY */
@@ -74,9 +80,13 @@ typedef struct pn_config_input {
 	const char *max_token_bytes; /* default "4096" */
 } pn_config_input;
 
+#define PN_SID_MAX 32
+
 typedef struct pn_claims {
 	char sub[PN_USER_ID_MAX + 1];
+	char sid[PN_SID_MAX + 1]; /* login session id ([A-Za-z0-9_-]{1,32}); "" when absent */
 	long long exp;
+	long long iat;            /* -1 when absent */
 	int is_service;
 } pn_claims;
 
@@ -89,6 +99,9 @@ void pn_config_free(pn_token_config *cfg);
  * before a verdict on its size. On PN_OK, *out holds sub, exp and the role.
  */
 pn_result pn_token_verify(const pn_token_config *cfg, const char *token, time_t now, pn_claims *out);
+/* The same for a token given with its length (not NUL-terminated; NUL bytes are refused). */
+pn_result pn_token_verify_len(const pn_token_config *cfg, const char *token, size_t len, time_t now,
+		pn_claims *out);
 
 /*
  * The whole CONNECT decision: token valid, username == sub, client id belongs to sub.
