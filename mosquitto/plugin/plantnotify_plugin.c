@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,9 @@ typedef struct plugin_state {
 	int max_connections;
 	long expiry_interval;
 	time_t next_expiry_check;
+	long snapshot_rate;       /* snapshots per second at most (token bucket) */
+	double snapshot_tokens;
+	struct timespec last_flush;
 	char boot_id[33];
 	unsigned long long seq;
 	unsigned long long connects[CONNECT_OUTCOMES];
@@ -161,12 +165,35 @@ static void publish_stats(plugin_state *st, time_t now)
 	st->stats_dirty = 0;
 }
 
-static void emit_snapshot(const char *user, const char *json, void *ctx)
+/* A snapshot (retained or not), or json NULL: delete the user's retained snapshot. */
+static void emit_snapshot(const char *user, const char *json, int retain, void *ctx)
 {
 	char topic[sizeof(SESSIONS_TOPIC_PREFIX) + PN_USER_ID_MAX];
+	int rc;
 	(void)ctx;
 	snprintf(topic, sizeof(topic), SESSIONS_TOPIC_PREFIX "%s", user);
-	publish_retained(topic, json);
+	rc = mosquitto_broker_publish_copy(NULL, topic, json ? (int)strlen(json) : 0, json, 1, retain, NULL);
+	if(rc != MOSQ_ERR_SUCCESS){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "could not publish %s (error %d)", topic, rc);
+	}
+}
+
+static const char *client_id_of(const void *client)
+{
+	return mosquitto_client_id((const struct mosquitto *)client);
+}
+
+/* Snapshots allowed now: a token bucket of snapshot_rate per second, bursts of a tenth of it. */
+static size_t snapshot_budget(plugin_state *st)
+{
+	struct timespec now;
+	double elapsed, cap = (double)st->snapshot_rate / 10.0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	elapsed = (double)(now.tv_sec - st->last_flush.tv_sec) + (double)(now.tv_nsec - st->last_flush.tv_nsec) / 1e9;
+	st->last_flush = now;
+	if(elapsed > 0) st->snapshot_tokens += elapsed * (double)st->snapshot_rate;
+	if(st->snapshot_tokens > cap) st->snapshot_tokens = cap;
+	return st->snapshot_tokens >= 1.0 ? (size_t)st->snapshot_tokens : 0;
 }
 
 /* ------------------------------------------------------------------ callbacks */
@@ -183,6 +210,11 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	(void)event;
 
 	r = pn_check_connect(&st->token, ed->username, client_id, ed->password, time(NULL), &claims);
+	/*
+	 * Mosquitto 2.0 keeps the password (the token) for the whole connection and the plugin API
+	 * cannot free it; at least it stops being a usable credential in the broker's memory.
+	 */
+	if(ed->password) explicit_bzero(ed->password, strlen(ed->password));
 	if(r != PN_OK){
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: %s",
 				loggable_user(ed->username),
@@ -206,11 +238,12 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 			return count_connect(st, CONNECT_LIMIT, MOSQ_ERR_AUTH);
 		}
 	}
-	if(pn_sessions_add(st->sessions, ed->client, claims.sub, client_id, claims.exp, claims.is_service)){
+	if(pn_sessions_add(st->sessions, ed->client, claims.sub, claims.exp, claims.is_service)){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "refused CONNECT user=%s: out of memory", claims.sub);
 		return count_connect(st, CONNECT_ERROR, MOSQ_ERR_AUTH);
 	}
-	mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "authenticated user=%s client=%s role=%s exp=%lld",
+	/* Debug level: Mosquitto logs every connection already, and this is the hot path. */
+	mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "authenticated user=%s client=%s role=%s exp=%lld",
 			claims.sub, client_id, claims.is_service ? "service" : "user", claims.exp);
 	return count_connect(st, CONNECT_ACCEPTED, MOSQ_ERR_SUCCESS);
 }
@@ -230,9 +263,9 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 				&& (long long)time(NULL) - st->token.leeway >= conn->exp){
 			allowed = 0; /* expired: nothing more until the TICK kicks it */
 		}else{
-			allowed = pn_acl_allows(conn->user, conn->is_service, ed->topic, ed->access, ed->retain);
+			allowed = pn_acl_allows(pn_conn_user(conn), conn->is_service, ed->topic, ed->access, ed->retain);
 		}
-		username = conn->user;
+		username = pn_conn_user(conn);
 	}else{
 		/*
 		 * No record: an offline persistent session receiving a message into its queue
@@ -271,15 +304,15 @@ static void kick_expired(plugin_state *st, time_t now)
 		pn_conn *c = expired[i];
 		if(c->kick_attempts++ > 0){
 			/* Kicked before and still here: the broker no longer knows it. Drop the record. */
-			mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "dropping stale record user=%s client=%s",
-					c->user, c->client_id);
+			mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "dropping stale record user=%s",
+					pn_conn_user(c));
 			pn_sessions_remove(st->sessions, c->client);
 			continue;
 		}
-		ids[k] = strdup(c->client_id);
+		ids[k] = strdup(pn_conn_client_id(st->sessions, c));
 		if(ids[k]){
 			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "token expired, disconnecting user=%s client=%s",
-					c->user, c->client_id);
+					pn_conn_user(c), ids[k]);
 			k++;
 		}
 	}
@@ -303,7 +336,12 @@ static int on_tick(int event, void *event_data, void *userdata)
 		kick_expired(st, now);
 	}
 	/* Connections that reached this point either completed CONNECT or already disconnected. */
-	pn_sessions_flush(st->sessions, st->boot_id, &st->seq, (long long)now, emit_snapshot, st);
+	if(pn_sessions_pending(st->sessions)){
+		pn_sessions_flush(st->sessions, st->boot_id, &st->seq, (long long)now, snapshot_budget(st),
+				emit_snapshot, st);
+	}else{
+		snapshot_budget(st); /* keeps the bucket's clock current */
+	}
 	if(now >= st->next_stats){
 		st->next_stats = now + st->stats_interval;
 		if(st->stats_dirty) publish_stats(st, now);
@@ -318,8 +356,8 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	const pn_conn *conn = pn_sessions_find(st->sessions, ed->client);
 	(void)event;
 	if(conn && !conn->departed){
-		mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "disconnected user=%s client=%s",
-				conn->user, conn->client_id);
+		mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "disconnected user=%s client=%s",
+				pn_conn_user(conn), pn_conn_client_id(st->sessions, conn));
 		/* Kept (not counted) until the next TICK: the Will's WRITE check comes right after. */
 		pn_sessions_depart(st->sessions, ed->client);
 	}
@@ -333,6 +371,7 @@ typedef struct options {
 	const char *max_connections;
 	const char *expiry_interval;
 	const char *stats_interval;
+	const char *snapshot_rate;
 } options;
 
 static int parse_int_opt(const char *name, const char *value, long min, long max, long dflt, long *out)
@@ -368,6 +407,7 @@ static int read_options(struct mosquitto_opt *opts, int count, options *o)
 		{"max_connections_per_user", &o->max_connections},
 		{"expiry_check_interval", &o->expiry_interval},
 		{"stats_interval", &o->stats_interval},
+		{"snapshots_per_second", &o->snapshot_rate},
 	};
 	int i;
 	size_t k;
@@ -381,7 +421,7 @@ static int read_options(struct mosquitto_opt *opts, int count, options *o)
 			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "unknown option plugin_opt_%s (typo?); "
 					"known: jwt_alg, jwt_secret, jwt_secret_file, jwt_public_key_file, audience, "
 					"issuer, leeway, max_token_bytes, max_connections_per_user, expiry_check_interval, "
-					"stats_interval",
+					"stats_interval, snapshots_per_second",
 					opts[i].key);
 			return -1;
 		}
@@ -431,7 +471,7 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 {
 	plugin_state *st;
 	options o;
-	long max_conn, interval, stats_interval;
+	long max_conn, interval, stats_interval, snapshot_rate;
 	char err[512];
 	char boot[128];
 	int i;
@@ -446,19 +486,23 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 	if(read_options(opts, opt_count, &o)
 			|| parse_int_opt("max_connections_per_user", o.max_connections, 1, 100000, 5, &max_conn)
 			|| parse_int_opt("expiry_check_interval", o.expiry_interval, 1, 3600, 2, &interval)
-			|| parse_int_opt("stats_interval", o.stats_interval, 1, 3600, 5, &stats_interval)){
+			|| parse_int_opt("stats_interval", o.stats_interval, 1, 3600, 5, &stats_interval)
+			|| parse_int_opt("snapshots_per_second", o.snapshot_rate, 10, 1000000, 2000, &snapshot_rate)){
 		goto fail;
 	}
 	st->max_connections = (int)max_conn;
 	st->expiry_interval = interval;
 	st->stats_interval = stats_interval;
+	st->snapshot_rate = snapshot_rate;
+	st->snapshot_tokens = (double)snapshot_rate / 10.0;
+	clock_gettime(CLOCK_MONOTONIC, &st->last_flush);
 	st->stats_dirty = 1; /* the first TICK publishes zeros for the new boot id */
 
 	if(pn_config_load(&st->token, &o.token, err, sizeof(err))){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "invalid configuration: %s", err);
 		goto fail;
 	}
-	st->sessions = pn_sessions_new();
+	st->sessions = pn_sessions_new(client_id_of);
 	if(!st->sessions || new_boot_id(st->boot_id)){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot initialise (memory or getrandom)");
 		goto fail;
@@ -476,9 +520,11 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 	publish_retained(BOOT_TOPIC, boot);
 
 	mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "loaded: alg=%s audience=%s issuer=%s leeway=%lds "
-			"max_token_bytes=%zu max_connections_per_user=%d expiry_check_interval=%lds boot=%s",
+			"max_token_bytes=%zu max_connections_per_user=%d expiry_check_interval=%lds "
+			"snapshots_per_second=%ld boot=%s",
 			pn_alg_name(st->token.alg), st->token.audience, st->token.issuer ? st->token.issuer : "(unchecked)",
-			st->token.leeway, st->token.max_token_bytes, st->max_connections, st->expiry_interval, st->boot_id);
+			st->token.leeway, st->token.max_token_bytes, st->max_connections, st->expiry_interval,
+			st->snapshot_rate, st->boot_id);
 	*userdata = st;
 	return MOSQ_ERR_SUCCESS;
 

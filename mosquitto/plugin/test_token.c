@@ -574,6 +574,30 @@ static void load_pk(pn_token_config *cfg, const char *alg, EVP_PKEY *k, char **p
 	}
 }
 
+static void test_sid_and_iat(void)
+{
+	pn_token_config cfg;
+	pn_claims out;
+	load_hs(&cfg, NULL);
+	memset(&out, 0, sizeof(out));
+	CHECK_RESULT(verify_free(&cfg, hs(HS_HEADER, claims_json("{\"sub\":\"42\",\"sid\":\"0123abcdef\","
+			"\"iat\":%lld,\"exp\":%lld,\"aud\":\"plantnotify-mqtt\"}", (long long)NOW, (long long)NOW + 60)), &out), PN_OK);
+	CHECK(!strcmp(out.sid, "0123abcdef") && out.iat == (long long)NOW);
+	memset(&out, 0, sizeof(out));
+	CHECK_RESULT(verify_free(&cfg, hs(HS_HEADER, claims_json("{\"sub\":\"42\",\"exp\":%lld,"
+			"\"aud\":\"plantnotify-mqtt\"}", (long long)NOW + 60)), &out), PN_OK);
+	CHECK(out.sid[0] == '\0' && out.iat == -1);
+	CHECK_RESULT(verify_free(&cfg, hs(HS_HEADER, claims_json("{\"sub\":\"42\",\"sid\":\"0123456789abcdef0123456789abcdef0\","
+			"\"exp\":%lld,\"aud\":\"plantnotify-mqtt\"}", (long long)NOW + 60)), NULL), PN_ERR_ROLE);
+	CHECK_RESULT(verify_free(&cfg, hs(HS_HEADER, claims_json("{\"sub\":\"42\",\"sid\":\"a/b\","
+			"\"exp\":%lld,\"aud\":\"plantnotify-mqtt\"}", (long long)NOW + 60)), NULL), PN_ERR_ROLE);
+	CHECK_RESULT(verify_free(&cfg, hs(HS_HEADER, claims_json("{\"sub\":\"42\",\"sid\":7,"
+			"\"exp\":%lld,\"aud\":\"plantnotify-mqtt\"}", (long long)NOW + 60)), NULL), PN_ERR_ROLE);
+	CHECK_RESULT(verify_free(&cfg, hs(HS_HEADER, claims_json("{\"sub\":\"42\",\"sid\":\"\","
+			"\"exp\":%lld,\"aud\":\"plantnotify-mqtt\"}", (long long)NOW + 60)), NULL), PN_ERR_ROLE);
+	pn_config_free(&cfg);
+}
+
 static void test_asymmetric(EVP_PKEY *rsa, EVP_PKEY *rsa2, EVP_PKEY *ec, EVP_PKEY *ec2)
 {
 	pn_token_config rs, es;
@@ -751,40 +775,67 @@ static void test_acl(void)
 
 /* ------------------------------------------------------------------ tests: sessions */
 
-typedef struct { int n; char user[8][70]; char json[8][1024]; } emitted;
+typedef struct { int n; char user[8][70]; char json[8][1024]; int retain[8]; } emitted;
 
-static void collect(const char *user, const char *json, void *ctx)
+static void collect(const char *user, const char *json, int retain, void *ctx)
 {
 	emitted *e = ctx;
 	if(e->n < 8){
 		snprintf(e->user[e->n], sizeof(e->user[0]), "%s", user);
-		snprintf(e->json[e->n], sizeof(e->json[0]), "%s", json);
+		snprintf(e->json[e->n], sizeof(e->json[0]), "%s", json ? json : "(delete)");
+		e->retain[e->n] = retain;
 	}
 	e->n++;
 }
 
+/* A stand-in for the broker's client: the table asks it for its client id. */
+typedef struct { char id[48]; } fake_client;
+
+static const char *fake_id(const void *client)
+{
+	return ((const fake_client *)client)->id;
+}
+
+static fake_client *fc(fake_client *c, const char *id)
+{
+	snprintf(c->id, sizeof(c->id), "%s", id);
+	return c;
+}
+
+static size_t flush_all(pn_sessions *s, unsigned long long *seq, long long now, emitted *e)
+{
+	memset(e, 0, sizeof(*e));
+	return pn_sessions_flush(s, "boot1", seq, now, 1000000, collect, e);
+}
+
 static void test_sessions(void)
 {
-	pn_sessions *s = pn_sessions_new();
-	int a, b, c2, d, svc, i;
+	pn_sessions *s = pn_sessions_new(fake_id);
+	fake_client a, b, c2, d, svc, gone;
 	unsigned long long seq = 0;
 	emitted e;
 	pn_conn *exp[4];
 	json_t *doc;
-	static int many[20000];
+	char small[16];
+	int i;
+	static fake_client many[20000];
 
 	CHECK(s != NULL);
-	CHECK(pn_sessions_add(s, &a, "u1", "u1-a", 100, 0) == 0);
-	CHECK(pn_sessions_add(s, &b, "u1", "u1-b", 200, 0) == 0);
+	CHECK(pn_sessions_new(NULL) == NULL);
+	CHECK(pn_sessions_add(s, fc(&a, "u1-a"), "u1", 100, 0) == 0);
+	CHECK(pn_sessions_add(s, fc(&b, "u1-b"), "u1", 200, 0) == 0);
 	CHECK(pn_sessions_count_other(s, "u1", "u1-c") == 2);
 	CHECK(pn_sessions_count_other(s, "u1", "u1-a") == 1); /* a take-over replaces u1-a */
 	CHECK(pn_sessions_count_other(s, "u2", "u2") == 0);
-	CHECK(pn_sessions_find(s, &a) && !strcmp(pn_sessions_find(s, &a)->client_id, "u1-a"));
-	CHECK(pn_sessions_find(s, &d) == NULL);
+	CHECK(pn_sessions_find(s, &a) && !strcmp(pn_conn_client_id(s, pn_sessions_find(s, &a)), "u1-a"));
+	/* one user id, shared by the user's records */
+	CHECK(pn_conn_user(pn_sessions_find(s, &a)) == pn_conn_user(pn_sessions_find(s, &b)));
+	CHECK(pn_sessions_users(s) == 1);
+	CHECK(pn_sessions_find(s, fc(&d, "nobody")) == NULL);
 
-	memset(&e, 0, sizeof(e));
-	CHECK(pn_sessions_flush(s, "boot1", &seq, 1000, collect, &e) == 1);
-	CHECK(e.n == 1 && !strcmp(e.user[0], "u1"));
+	CHECK(pn_sessions_pending(s) == 1);
+	CHECK(flush_all(s, &seq, 1000, &e) == 1);
+	CHECK(e.n == 1 && !strcmp(e.user[0], "u1") && e.retain[0] == 1);
 	CHECK(strstr(e.json[0], "\"connections\":2") != NULL);
 	CHECK(strstr(e.json[0], "\"clientIds\":[\"u1-a\",\"u1-b\"]") != NULL);
 	CHECK(strstr(e.json[0], "\"seq\":1") != NULL);
@@ -793,36 +844,37 @@ static void test_sessions(void)
 	doc = json_loads(e.json[0], 0, NULL);
 	CHECK(doc && json_is_object(doc) && json_object_size(doc) == 6);
 	json_decref(doc);
+	/* snprintf contract: the length it needs, and a cut but terminated text */
+	CHECK(pn_sessions_snapshot(s, "u1", "boot1", 1, 1000, small, sizeof(small)) == strlen(e.json[0]));
+	CHECK(strlen(small) == sizeof(small) - 1);
 
 	/* nothing changed: nothing to publish */
-	memset(&e, 0, sizeof(e));
-	CHECK(pn_sessions_flush(s, "boot1", &seq, 1001, collect, &e) == 0);
+	CHECK(flush_all(s, &seq, 1001, &e) == 0);
 
 	/* take-over: new context authenticates before the old one disconnects */
-	CHECK(pn_sessions_add(s, &c2, "u1", "u1-a", 300, 0) == 0);
+	CHECK(pn_sessions_add(s, fc(&c2, "u1-a"), "u1", 300, 0) == 0);
 	CHECK(pn_sessions_depart(s, &a) == 1);
 	CHECK(pn_sessions_depart(s, &a) == 0);
 	/* departed: not counted, still answers "who is this" until reaped (Will ACL check) */
 	CHECK(pn_sessions_find(s, &a) != NULL && pn_sessions_find(s, &a)->departed);
+	CHECK(!strcmp(pn_conn_user(pn_sessions_find(s, &a)), "u1"));
 	CHECK(pn_sessions_count_other(s, "u1", NULL) == 2);
 	CHECK(pn_sessions_size(s) == 2);
-	CHECK(pn_sessions_expired(s, 10000, 0, exp, 4) == 2);
+	CHECK(pn_sessions_expired(s, 10000, 0, exp, 4) == 2); /* departed records never expire */
 	pn_sessions_reap(s);
 	CHECK(pn_sessions_find(s, &a) == NULL);
-	memset(&e, 0, sizeof(e));
-	CHECK(pn_sessions_flush(s, "boot1", &seq, 1002, collect, &e) == 1);
+	CHECK(flush_all(s, &seq, 1002, &e) == 1);
 	CHECK(strstr(e.json[0], "\"connections\":2") != NULL);
 	CHECK(strstr(e.json[0], "\"seq\":2") != NULL);
 
 	/* during a take-over the same client id counts once */
-	CHECK(pn_sessions_add(s, &d, "u1", "u1-a", 300, 0) == 0);
-	memset(&e, 0, sizeof(e));
-	pn_sessions_flush(s, "boot1", &seq, 1003, collect, &e);
+	CHECK(pn_sessions_add(s, fc(&d, "u1-a"), "u1", 300, 0) == 0);
+	flush_all(s, &seq, 1003, &e);
 	CHECK(strstr(e.json[0], "\"connections\":2,\"clientIds\":[\"u1-a\",\"u1-b\"]") != NULL);
 	CHECK(pn_sessions_depart(s, &c2) == 1);
 	/* a reused pointer re-authenticating replaces its departed record */
-	CHECK(pn_sessions_add(s, &c2, "u3", "u3", 300, 0) == 0);
-	CHECK(!pn_sessions_find(s, &c2)->departed && !strcmp(pn_sessions_find(s, &c2)->user, "u3"));
+	CHECK(pn_sessions_add(s, fc(&c2, "u3"), "u3", 300, 0) == 0);
+	CHECK(!pn_sessions_find(s, &c2)->departed && !strcmp(pn_conn_user(pn_sessions_find(s, &c2)), "u3"));
 	CHECK(pn_sessions_remove(s, &c2) == 1);
 	pn_sessions_reap(s);
 
@@ -830,57 +882,98 @@ static void test_sessions(void)
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a") == 1);
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1", "u1-a") == 0);
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a-x") == 0);
-	CHECK(pn_sessions_add(s, &svc, "u1-a", "u1-a-x", 300, 0) == 0);
+	CHECK(pn_sessions_add(s, fc(&svc, "u1-a-x"), "u1-a", 300, 0) == 0);
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1", "u1-a-x") == 1);
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a", "u1-a-x") == 0);
 	CHECK(pn_sessions_client_id_owned_by_other(s, "u1-a-x", "u1-a-x") == 1);
 	CHECK(pn_sessions_remove(s, &svc) == 1);
 
-	/* expiry */
+	/* expiry: only what has expired is looked at */
 	CHECK(pn_sessions_expired(s, 150, 0, exp, 4) == 0);
 	CHECK(pn_sessions_expired(s, 200, 0, exp, 4) == 1 && exp[0]->client == &b);
 	CHECK(pn_sessions_expired(s, 204, 5, exp, 4) == 0);
 	CHECK(pn_sessions_expired(s, 1000, 5, exp, 4) == 2);
+	CHECK(pn_sessions_expired(s, 1000, 5, exp, 1) == 1);
 
 	/* services: tracked for rights, never announced, remembered as service users */
-	CHECK(pn_sessions_add(s, &svc, "worker", "worker-1", 5000, 1) == 0);
+	CHECK(pn_sessions_add(s, fc(&svc, "worker-1"), "worker", 5000, 1) == 0);
 	CHECK(pn_sessions_is_service_user(s, "worker") == 1);
 	CHECK(pn_sessions_is_service_user(s, "u1") == 0);
-	memset(&e, 0, sizeof(e));
-	CHECK(pn_sessions_flush(s, "boot1", &seq, 1004, collect, &e) == 3); /* u1, u3, u1-a; not worker */
-	CHECK(strcmp(e.user[0], "worker") != 0 && strcmp(e.user[1], "worker") != 0
-			&& strcmp(e.user[2], "worker") != 0);
+	CHECK(flush_all(s, &seq, 1004, &e) == 1); /* u1; u3 and u1-a came and went unannounced; not worker */
+	for(i = 0; i < e.n && i < 8; i++) CHECK(strcmp(e.user[i], "worker") != 0 && strcmp(e.user[i], "u3") != 0);
 	CHECK(pn_sessions_remove(s, &svc) == 1);
 	CHECK(pn_sessions_is_service_user(s, "worker") == 1);
 
 	/* the same pointer re-authenticating replaces its record */
-	CHECK(pn_sessions_add(s, &b, "u2", "u2", 10, 0) == 0);
+	CHECK(pn_sessions_add(s, &b, "u2", 10, 0) == 0);
 	CHECK(pn_sessions_count_other(s, "u1", NULL) == 1);
 	CHECK(pn_sessions_count_other(s, "u2", NULL) == 1);
 
-	/* last connection gone: a zero snapshot, then the user is forgotten */
+	/* last connection gone: the offline snapshot (not retained), then the retained one deleted */
 	CHECK(pn_sessions_depart(s, &d) == 1);
 	CHECK(pn_sessions_remove(s, &b) == 1);
-	memset(&e, 0, sizeof(e));
-	CHECK(pn_sessions_flush(s, "boot1", &seq, 1005, collect, &e) == 2);
-	CHECK(strstr(e.json[0], "\"connections\":0,\"clientIds\":[]") != NULL);
-	CHECK(strstr(e.json[1], "\"connections\":0,\"clientIds\":[]") != NULL);
+	CHECK(flush_all(s, &seq, 1005, &e) == 1); /* u1 offline; u2 came and went unannounced */
+	CHECK(e.n == 2 && !strcmp(e.user[0], "u1") && !strcmp(e.user[1], "u1"));
+	CHECK(strstr(e.json[0], "\"connections\":0,\"clientIds\":[]") != NULL && e.retain[0] == 0);
+	CHECK(!strcmp(e.json[1], "(delete)") && e.retain[1] == 1);
 	CHECK(pn_sessions_size(s) == 0);
 	pn_sessions_reap(s);
+	/* the user records went with their last connection; the service user is remembered */
+	CHECK(pn_sessions_users(s) == 1 && pn_sessions_is_service_user(s, "worker"));
 
-	/* many connections: rehashing keeps every record findable */
+	/* a user who was announced and then left: offline + delete, once */
+	CHECK(pn_sessions_add(s, fc(&gone, "g1"), "g1", 500, 0) == 0);
+	CHECK(flush_all(s, &seq, 1006, &e) == 1 && e.retain[0] == 1);
+	CHECK(pn_sessions_depart(s, &gone) == 1);
+	CHECK(pn_sessions_add(s, fc(&a, "g1"), "g1", 500, 0) == 0); /* back before the flush */
+	CHECK(flush_all(s, &seq, 1007, &e) == 1 && strstr(e.json[0], "\"connections\":1") && e.retain[0] == 1);
+	pn_sessions_reap(s);
+	CHECK(pn_sessions_remove(s, &a) == 1);
+	CHECK(flush_all(s, &seq, 1008, &e) == 1 && e.n == 2 && !strcmp(e.json[1], "(delete)"));
+	CHECK(flush_all(s, &seq, 1009, &e) == 0);
+
+	/* budget: at most that many snapshots per flush, the rest wait their turn in order */
+	for(i = 0; i < 10; i++){
+		char user[16];
+		snprintf(user, sizeof(user), "b%d", i);
+		CHECK(pn_sessions_add(s, fc(&many[i], user), user, 900, 0) == 0);
+	}
+	CHECK(pn_sessions_add(s, fc(&many[10], "b0-x"), "b0", 900, 0) == 0); /* b0 again: still one */
+	CHECK(pn_sessions_pending(s) == 10);
+	memset(&e, 0, sizeof(e));
+	CHECK(pn_sessions_flush(s, "boot1", &seq, 1010, 4, collect, &e) == 4);
+	CHECK(!strcmp(e.user[0], "b0") && !strcmp(e.user[3], "b3"));
+	CHECK(strstr(e.json[0], "\"clientIds\":[\"b0\",\"b0-x\"]") != NULL);
+	CHECK(pn_sessions_pending(s) == 6);
+	memset(&e, 0, sizeof(e));
+	CHECK(pn_sessions_flush(s, "boot1", &seq, 1011, 0, collect, &e) == 0);
+	CHECK(flush_all(s, &seq, 1012, &e) == 6 && !strcmp(e.user[0], "b4"));
+	for(i = 0; i <= 10; i++) CHECK(pn_sessions_remove(s, &many[i]) == 1);
+	CHECK(flush_all(s, &seq, 1013, &e) == 10);
+	CHECK(pn_sessions_users(s) == 1);
+
+	/* many connections: resizing keeps every record findable, expiry in exp order */
 	for(i = 0; i < 20000; i++){
 		char user[16], cid[48];
 		snprintf(user, sizeof(user), "u%d", i % 3000);
 		snprintf(cid, sizeof(cid), "%s-%d", user, i);
-		CHECK(pn_sessions_add(s, &many[i], user, cid, 100 + i, 0) == 0);
+		CHECK(pn_sessions_add(s, fc(&many[i], cid), user, 100000 - i, 0) == 0);
 	}
 	CHECK(pn_sessions_size(s) == 20000);
 	CHECK(pn_sessions_count_other(s, "u7", NULL) == 7);
+	CHECK(pn_sessions_expired(s, 100000 - 19997, 0, exp, 4) == 3);
 	for(i = 0; i < 20000; i += 2) CHECK(pn_sessions_depart(s, &many[i]) == 1);
 	CHECK(pn_sessions_size(s) == 10000);
 	pn_sessions_reap(s);
 	for(i = 1; i < 20000; i += 2) CHECK(pn_sessions_find(s, &many[i]) != NULL);
+	for(i = 0; i < 20000; i += 2) CHECK(pn_sessions_find(s, &many[i]) == NULL);
+	CHECK(pn_sessions_expired(s, 100000 - 19999, 0, exp, 4) == 1 && exp[0]->client == &many[19999]);
+	CHECK(pn_sessions_expired(s, 100000 - 19995, 0, exp, 4) == 3);
+	for(i = 1; i < 20000; i += 2) CHECK(pn_sessions_remove(s, &many[i]) == 1);
+	CHECK(pn_sessions_size(s) == 0);
+	CHECK(pn_sessions_expired(s, 1LL << 40, 0, exp, 4) == 0);
+	flush_all(s, &seq, 1014, &e);
+	CHECK(pn_sessions_users(s) == 1);
 	pn_sessions_free(s);
 }
 
@@ -896,6 +989,7 @@ int main(void)
 	}
 	test_config(rsa, ec, rsa_small);
 	test_hs256();
+	test_sid_and_iat();
 	test_asymmetric(rsa, rsa2, ec, ec2);
 	test_identity();
 	test_acl();

@@ -3,7 +3,9 @@
 Semantics checked here (the bridge relies on them):
 - every change of a user's live client ids yields a snapshot with a higher ``seq``;
 - a take-over (same client id) never shows the user offline, not even briefly;
-- a late subscriber rebuilds the picture from retained snapshots;
+- a late subscriber rebuilds the picture from retained snapshots; a user's last connection
+  going ends in an offline snapshot (not retained) followed by the deletion of the retained one
+  (an empty retained message), so a late subscriber finds nothing for users who are offline;
 - after a restart (SIGTERM or SIGKILL) a new boot id is announced and snapshots carrying the
   old one are stale;
 - a connection that fails right after a successful BASIC_AUTH leaves no live connection.
@@ -43,6 +45,8 @@ class SessionWatcher:
         assert self.client.subscribe(ALL_SESSIONS_FILTER) == [1]
         self.boots: list[BrokerBoot] = []
         self.snapshots: list[SessionSnapshot] = []
+        self.deleted: list[str] = []  # users whose retained snapshot was deleted
+        self.retained: list[SessionSnapshot] = []  # snapshots that came as retained (replay)
 
     def _pump(self, timeout: float) -> None:
         try:
@@ -53,9 +57,15 @@ class SessionWatcher:
             self.boots.append(BrokerBoot.model_validate_json(msg.payload))
         else:
             ref = parse_topic(msg.topic)
+            assert ref is not None and ref.kind == "session"
+            if not msg.payload:
+                self.deleted.append(ref.user_id)
+                return
             snap = SessionSnapshot.model_validate_json(msg.payload)
-            assert ref is not None and ref.kind == "session" and ref.user_id == snap.user_id
+            assert ref.user_id == snap.user_id
             self.snapshots.append(snap)
+            if msg.retain:
+                self.retained.append(snap)
 
     def boot(self, timeout: float = 5.0) -> BrokerBoot:
         deadline = time.monotonic() + timeout
@@ -112,6 +122,8 @@ def test_snapshots_follow_connect_disconnect_and_takeover(broker: BrokerHandle) 
     watcher.wait(user, _ids(f"{user}-a"))
     a2.close()
     last = watcher.wait(user, _ids())
+    watcher.settle(0.3)
+    assert watcher.deleted == [user], "offline: the retained snapshot is deleted, once"
     mine = watcher.of(user)
     assert [s.seq for s in mine] == sorted({s.seq for s in mine}), "seq strictly increases"
     assert all(s.boot_id == boot.boot_id for s in mine)
@@ -130,7 +142,10 @@ def test_a_late_service_rebuilds_the_picture_from_retained_snapshots(broker: Bro
         boot = late.boot()
         snap = late.wait(user, _ids(f"{user}-0", f"{user}-1"))
         assert snap.boot_id == boot.boot_id
-        assert late.wait(gone, _ids()).boot_id == boot.boot_id
+        late.settle(0.3)
+        replayed = {s.user_id for s in late.retained}
+        assert user in replayed and gone not in replayed, "no retained snapshot of an offline user"
+        assert not late.of(gone)
     finally:
         for c in clients:
             c.close()
