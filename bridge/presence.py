@@ -152,7 +152,12 @@ class BrokerPresence:
             self.update_gauges()
 
     def snapshot(self, user_id: str, payload: bytes) -> bool:
-        """Apply a session snapshot; True when it shows the user going offline."""
+        """Apply a session snapshot; True when it shows the user going offline. An empty
+        payload is the deletion of the user's retained snapshot: offline too."""
+        if not payload:
+            went_offline = self.picture.on_deleted(user_id)
+            self.update_gauges()
+            return went_offline
         try:
             snap = SessionSnapshot.model_validate_json(payload)
         except ValueError:

@@ -80,6 +80,17 @@ class SessionPicture:
         self._boot = boot.boot_id
         return True
 
+    def on_deleted(self, user_id: str) -> bool:
+        """The user's retained snapshot was deleted (the broker does that when the last connection
+        goes, right after the offline snapshot): offline. True when it was live before. The last
+        snapshot is kept as an offline one with its seq, so older duplicates stay refused."""
+        old = self._snapshots.get(user_id)
+        if old is None:
+            return False
+        before = self.live(user_id)
+        self._snapshots[user_id] = old.model_copy(update={"connections": 0, "client_ids": []})
+        return bool(before)
+
     def on_snapshot(self, snap: SessionSnapshot) -> bool:
         """Apply a snapshot; True when it shows the user going offline (live before, 0 now)."""
         old = self._snapshots.get(snap.user_id)

@@ -143,6 +143,9 @@ class SessionSnapshot(_Wire):
 
     ``connections`` is the number of live MQTT connections of the user on the broker boot
     ``boot_id``; a snapshot whose boot id is not the current one is stale (broker restarted).
+    When the last connection goes, the offline snapshot (``connections`` 0) is published
+    without retain and then the retained one is deleted (an empty retained message on the same
+    topic): no retained snapshot means offline.
     """
 
     user_id: str

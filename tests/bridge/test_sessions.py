@@ -65,3 +65,17 @@ def test_reset_forgets_everything() -> None:
     p.on_snapshot(snap("u", "b1", 1, 1))
     p.reset()
     assert p.live("u") is None and p.boot_id is None and p.totals().users == 0
+
+
+def test_a_deleted_snapshot_is_offline_and_older_ones_stay_refused() -> None:
+    p = synced()
+    assert p.on_deleted("nobody") is False
+    p.on_snapshot(snap("u", "b1", 2, 5))
+    assert p.on_deleted("u") is True  # joined between the offline snapshot and its deletion
+    assert p.live("u") == 0
+    assert p.on_snapshot(snap("u", "b1", 2, 5)) is False  # a QoS 1 duplicate of the old one
+    assert p.live("u") == 0
+    p.on_snapshot(snap("u", "b1", 0, 6))  # the usual order: offline snapshot, then deletion
+    assert p.on_deleted("u") is False and p.live("u") == 0
+    p.on_snapshot(snap("u", "b1", 1, 7))
+    assert p.live("u") == 1 and p.totals().users == 1
