@@ -5,23 +5,29 @@ valgrind, each driven through the same workload of good and hostile clients.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from plantnotify.contracts.topics import (
     ALL_SESSIONS_FILTER,
+    BROKER_STATS_TOPIC,
     analysis_topic,
     receipts_topic,
     user_filter,
 )
 from tests.mosquitto.test_auth import ATTACKS
 from tests.support.broker import PLUGIN_DIR, BrokerFactory, BrokerHandle, build_plugin
-from tests.support.mqtt import V5, V311, ConnectRefused, connect, raw_connect
+from tests.support.mqtt import V5, V311, ConnectRefused, connect, connect_packet, raw_connect
 
 FUZZ_SECONDS = 10
 
@@ -103,9 +109,8 @@ def _memory_broker(broker_factory: BrokerFactory, **kwargs: object) -> BrokerHan
     )
 
 
-def test_live_broker_with_the_asan_plugin(broker_factory: BrokerFactory, tmp_path: Path) -> None:
-    build = _make("asan")
-    assert build.returncode == 0, build.stdout + build.stderr
+def _asan_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Environment that loads the ASan runtime into Mosquitto, logging to tmp_path/asan.*."""
     runtime = subprocess.run(
         ["clang", "-print-file-name=libclang_rt.asan-x86_64.so"],
         capture_output=True,
@@ -123,13 +128,11 @@ def test_live_broker_with_the_asan_plugin(broker_factory: BrokerFactory, tmp_pat
         "ASAN_OPTIONS": f"log_path={asan_log}:detect_leaks=1:halt_on_error=1",
         "LSAN_OPTIONS": "report_objects=0",
     }
-    b = _memory_broker(broker_factory, plugin_path=PLUGIN_DIR / "plantnotify_auth_asan.so", env=env)
-    maps = Path(f"/proc/{b.process.pid}/maps").read_text()
-    assert "libclang_rt.asan" in maps and "plantnotify_auth_asan.so" in maps
-    exercise(b)
-    b.stop()
-    assert "plantnotify: loaded" in b.log_text()
-    reports = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob("asan.*"))
+    return env, asan_log
+
+
+def _assert_no_plugin_errors(tmp_path: Path, asan_log: Path) -> None:
+    reports = "\n".join(p.read_text(errors="replace") for p in tmp_path.glob(f"{asan_log.name}.*"))
     assert "ERROR: AddressSanitizer" not in reports, reports[-6000:]
     plugin_leaks = [
         block
@@ -140,6 +143,19 @@ def test_live_broker_with_the_asan_plugin(broker_factory: BrokerFactory, tmp_pat
         )
     ]
     assert not plugin_leaks, "\n\n".join(plugin_leaks)[-6000:]
+
+
+def test_live_broker_with_the_asan_plugin(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    build = _make("asan")
+    assert build.returncode == 0, build.stdout + build.stderr
+    env, asan_log = _asan_env(tmp_path)
+    b = _memory_broker(broker_factory, plugin_path=PLUGIN_DIR / "plantnotify_auth_asan.so", env=env)
+    maps = Path(f"/proc/{b.process.pid}/maps").read_text()
+    assert "libclang_rt.asan" in maps and "plantnotify_auth_asan.so" in maps
+    exercise(b)
+    b.stop()
+    assert "plantnotify: loaded" in b.log_text()
+    _assert_no_plugin_errors(tmp_path, asan_log)
 
 
 def test_live_broker_under_valgrind(broker_factory: BrokerFactory, tmp_path: Path) -> None:
@@ -162,3 +178,91 @@ def test_live_broker_under_valgrind(broker_factory: BrokerFactory, tmp_path: Pat
     assert errors, report[-3000:]
     assert errors.group(1) == "0", report[-6000:]
     assert rc == 0, f"mosquitto under valgrind exited {rc} after {time.monotonic() - started:.0f}s"
+
+
+# Connections in the churn run: a short run here; `make test-plugin-churn` runs 50,000.
+CHURN = int(os.environ.get("PLANTNOTIFY_PLUGIN_CHURN", "3000"))
+
+
+async def _churn(
+    port: int, creds: list[tuple[str, str, str, str]], concurrency: int = 32
+) -> Counter[str]:
+    """CONNECT, read CONNACK, then leave: DISCONNECT, a reset, or the server refusing."""
+    outcomes: Counter[str] = Counter()
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(client_id: str, user: str, token: str, leave: str) -> None:
+        async with sem:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(connect_packet(client_id, user, token, version=4))
+                connack = await asyncio.wait_for(reader.readexactly(4), 10)
+                outcomes["accepted" if connack[3] == 0 else "refused"] += 1
+                if leave == "disconnect" and connack[3] == 0:
+                    writer.write(b"\xe0\x00")
+                    await writer.drain()
+                elif leave == "reset":
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                outcomes["dropped"] += 1
+            finally:
+                writer.close()
+
+    await asyncio.gather(*(one(*c) for c in creds))
+    return outcomes
+
+
+def test_no_plugin_leak_over_a_connect_disconnect_churn(
+    broker_factory: BrokerFactory, tmp_path: Path
+) -> None:
+    """CHURN connects through the ASan plugin: accepted and refused, taken over, reset, left
+    with DISCONNECT. Afterwards nothing is live, no retained snapshot of a churned user is
+    left in the broker, and LeakSanitizer finds nothing of the plugin's at shutdown."""
+    build = _make("asan")
+    assert build.returncode == 0, build.stdout + build.stderr
+    env, asan_log = _asan_env(tmp_path)
+    b = _memory_broker(
+        broker_factory,
+        plugin_path=PLUGIN_DIR / "plantnotify_auth_asan.so",
+        env=env,
+        plugin_options={"stats_interval": "1"},
+    )
+    users = max(1, CHURN // 5)
+    tokens = {f"churn{u}": b.token(f"churn{u}") for u in range(users)}
+    creds = []
+    for i in range(CHURN):
+        user = f"churn{i % users}"
+        # Same client id per (user, i % 3): later rounds take over sessions still closing.
+        client_id = f"{user}-{(i // users) % 3}"
+        token = tokens[user] if i % 10 else tokens[user][:-4] + "AAAA"  # every 10th: bad signature
+        leave = ("disconnect", "reset", "close")[i % 3]
+        creds.append((client_id, user, token, leave))
+    started = time.monotonic()
+    outcomes = asyncio.run(_churn(b.port, creds))
+    assert outcomes["accepted"] >= CHURN * 0.85, outcomes
+    assert outcomes["refused"] >= CHURN // 10 - 1, outcomes
+    watcher = connect(b.port, "svc-churn", b.token("svc-churn", service=True), "svc-churn")
+    try:
+        assert watcher.subscribe(BROKER_STATS_TOPIC) == [1]
+        deadline = time.monotonic() + 30
+        live = None
+        while time.monotonic() < deadline and live != 1:  # 1: the watcher itself
+            stats = [m for m in watcher.drain(0.5) if m.topic == BROKER_STATS_TOPIC]
+            if stats:
+                live = json.loads(stats[-1].payload)["live"]
+        assert live == 1, f"live connections after the churn: {live}"
+        time.sleep(1.5)  # the last snapshots (at most snapshots_per_second) are out
+        assert watcher.subscribe(ALL_SESSIONS_FILTER) == [1]
+        left = [
+            m.topic
+            for m in watcher.drain(1.5)
+            if m.retain and m.topic.startswith("plantnotify/sessions/")
+        ]
+        assert not left, f"retained snapshots left for users with no connection: {left[:5]}"
+    finally:
+        watcher.close()
+    b.stop()
+    _assert_no_plugin_errors(tmp_path, asan_log)
+    elapsed = time.monotonic() - started
+    print(f"churn of {CHURN} connections: {dict(outcomes)} in {elapsed:.1f} s")
