@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 PLUGIN := mosquitto/plugin/plantnotify_auth.so
 PYTEST_ARGS ?=
 
-.PHONY: install system venv plugin web services up test check lint typecheck clean
+.PHONY: install system venv plugin web services up test test-plugin-churn check lint typecheck clean
 
 ## install: all set-up, nothing else (system packages, .venv, npm deps, plugin)
 install: system venv web plugin
@@ -38,6 +38,10 @@ up: install services
 ## test: installs what is missing, starts services, runs lint, types and the whole suite
 test: install services check
 	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+## test-plugin-churn: the plugin's leak check over 50,000 connects/disconnects (ASan broker)
+test-plugin-churn: install services
+	@PLANTNOTIFY_PLUGIN_CHURN=50000 $(VENV)/bin/pytest tests/mosquitto/test_plugin_memory.py -k churn -s
 
 check: lint typecheck
 
