@@ -27,22 +27,25 @@ class PubSubRig:
     devices: dict[str, Agent]  # transport -> agent
     users: list[str]
 
-    def run(self, rate: float, seconds: float, key_prefix: str) -> dict[str, Any]:
-        """Publish at ``rate`` for ``seconds``; per transport: latency summary and losses."""
+    def run(
+        self,
+        rate: float,
+        seconds: float,
+        key_prefix: str,
+        during: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
+        """Publish at ``rate`` for ``seconds``; per transport: latency summary and losses.
+        ``during`` runs once the publisher has started (something to measure latency under)."""
         count = max(1, int(rate * seconds))
         agents = {
             "publisher": self.publisher,
             **{f"devices_{t}": a for t, a in self.devices.items()},
         }
         cpu0 = {k: cpu_seconds(a.pid) for k, a in agents.items()}
-        answer = self.publisher.call(
-            "run",
-            timeout=seconds * 4 + 60,
-            users=self.users,
-            rate=rate,
-            count=count,
-            key_prefix=key_prefix,
-        )
+        self.publisher.send("run", users=self.users, rate=rate, count=count, key_prefix=key_prefix)
+        if during is not None:
+            during()
+        answer = self.publisher.recv(timeout=seconds * 4 + 60)
         sent: dict[str, int] = answer["sent"]
         out: dict[str, Any] = {
             "offered_rate": rate,

@@ -63,6 +63,24 @@ def _memory(report: Report) -> tuple[float | None, str, bool | None]:
     return plugin, text, None if plugin is None else plugin <= 1200
 
 
+def _memory_8k(report: Report) -> tuple[float | None, str, bool | None]:
+    plugin = report.metric("connections", "plugin_8k_bytes_per_conn")
+    plain = report.metric("connections", "plain_8k_bytes_per_conn")
+    text = f"{_fmt(plugin, ' B', 0)} (plain Mosquitto {_fmt(plain, ' B', 0)})"
+    return plugin, text, None if plugin is None else plugin <= 1200
+
+
+def _p99_vs_plain(window: str) -> Callable[[Report], tuple[float | None, str, bool | None]]:
+    def evaluate(report: Report) -> tuple[float | None, str, bool | None]:
+        plugin = report.metric("mass_disconnect", f"plugin_p99_ms_{window}")
+        plain = report.metric("mass_disconnect", f"plain_p99_ms_{window}")
+        r = ratio(plugin, plain)
+        text = f"{_fmt(r, 'x')} ({_fmt(plugin, ' ms')} vs {_fmt(plain, ' ms')})"
+        return r, text, None if r is None else r <= 1.5
+
+    return evaluate
+
+
 def _connect_rate(report: Report) -> tuple[float | None, str, bool | None]:
     plugin = report.metric("connections", "plugin_connect_rate")
     pwfile = report.metric("connections", "password_file_connect_rate")
@@ -123,6 +141,24 @@ CHECKS: list[_Check] = [
         "broker memory per idle authenticated connection (plugin)",
         "≤ 1,200 B",
         _memory,
+    ),
+    _Check(
+        "memory-per-connection-8k",
+        "broker memory per idle authenticated connection (plugin) at 8,000 connections",
+        "≤ 1,200 B",
+        _memory_8k,
+    ),
+    _Check(
+        "p99-quiet-vs-plain",
+        "publish → subscribe p99, plugin vs plain Mosquitto with N idle connections (same run)",
+        "≤ 1.5x",
+        _p99_vs_plain("quiet"),
+    ),
+    _Check(
+        "p99-mass-disconnect-vs-plain",
+        "publish → subscribe p99 while N connections disconnect at once, plugin vs plain",
+        "≤ 1.5x",
+        _p99_vs_plain("drop"),
     ),
     _Check(
         "connect-rate",

@@ -11,6 +11,7 @@ from types import ModuleType
 ORDER = [
     "mosquitto_baseline",
     "connections",
+    "mass_disconnect",
     "amqtt",
     "e2e_latency",
     "fallback",
