@@ -35,8 +35,8 @@ class CheckedImage:
 def check_image(data: bytes) -> CheckedImage:
     """Decode ``data`` fully; raise ``ImageRejected`` unless it is a whole JPEG/PNG/WebP."""
     if not data:
-        raise ImageRejected("The image is empty. Send a JPEG, PNG or WebP photo")
-    accepted = "Send a JPEG, PNG or WebP photo"
+        raise ImageRejected("The image is empty. Send a JPEG, PNG, WebP or HEIC photo")
+    accepted = "Send a JPEG, PNG, WebP or HEIC photo"
     try:
         with Image.open(io.BytesIO(data), formats=list(FORMATS)) as probe:
             fmt = probe.format or ""
@@ -56,12 +56,14 @@ def check_image(data: bytes) -> CheckedImage:
     except ImageRejected:
         raise
     except UnidentifiedImageError:
-        raise ImageRejected(f"The file is not a JPEG, PNG or WebP image. {accepted}") from None
+        raise ImageRejected(
+            f"The file is not a JPEG, PNG, WebP or HEIC image. {accepted}"
+        ) from None
     except Image.DecompressionBombError:
         raise ImageTooLarge("The image has too many pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc)[:120]
         raise ImageRejected(f"The image is damaged or incomplete ({reason}). {accepted}") from None
     if fmt not in FORMATS:
-        raise ImageRejected(f"The file is not a JPEG, PNG or WebP image. {accepted}")
+        raise ImageRejected(f"The file is not a JPEG, PNG, WebP or HEIC image. {accepted}")
     return CheckedImage(mime_type=FORMATS[fmt], width=width, height=height)

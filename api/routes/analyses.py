@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import store
 from api.deps import Caller, SessionDep, SettingsDep, StateDep
-from api.images import ImageRejected, ImageTooLarge, check_image
+from api.images import ImageRejected, ImageTooLarge
+from api.photos import accept_photo
 from api.requeue import mark_queued
 from api.schemas import AnalysisOut, ErrorResponse, UploadAccepted
 from api.timestamps import parse_timestamp
@@ -144,7 +145,7 @@ def _mark_not_queued(sessions: sessionmaker[Session], analysis_id: str) -> None:
     responses={
         401: {"model": ErrorResponse},
         413: {"model": ErrorResponse, "description": "Larger than MAX_UPLOAD_MB"},
-        415: {"model": ErrorResponse, "description": "Not a JPEG, PNG or WebP image"},
+        415: {"model": ErrorResponse, "description": "Not a JPEG, PNG, WebP or HEIC/HEIF photo"},
         422: {"model": ErrorResponse, "description": "Missing `image` or bad `cropType`"},
         503: {"model": ErrorResponse, "description": "The queue is unavailable; nothing queued"},
     },
@@ -156,7 +157,7 @@ async def upload(
     settings, metrics = state.settings, state.metrics
     try:
         form = await read_upload_form(request, settings.max_upload_bytes)
-        checked = await run_in_threadpool(check_image, form.image)
+        image, checked = await run_in_threadpool(accept_photo, form.image)
     except UploadError as exc:
         metrics.upload(exc.outcome)
         raise HTTPException(exc.status_code, exc.detail) from None
@@ -175,7 +176,7 @@ async def upload(
         caller.user_id,
         form.crop_type,
         checked.mime_type,
-        form.image,
+        image,
         current_context().get("request_id"),
     )
     job = AnalysisJob(
@@ -210,7 +211,7 @@ async def upload(
     metrics.upload("accepted")
     log.info(
         "analysis queued",
-        extra={"user_id": caller.user_id, "analysis_id": analysis_id, "bytes": len(form.image)},
+        extra={"user_id": caller.user_id, "analysis_id": analysis_id, "bytes": len(image)},
     )
     response.headers["Location"] = f"{request.url.path.rsplit('/', 1)[0]}/{analysis_id}"
     return UploadAccepted(analysis_id=analysis_id)

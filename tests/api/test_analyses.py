@@ -234,7 +234,7 @@ def test_not_an_image_is_415_and_nothing_is_stored(
     drain(api_rabbitmq_url, ANALYSIS_QUEUE)
     r = upload(client, user, payload)
     assert r.status_code == 415, r.text  # type: ignore[attr-defined]
-    assert "JPEG, PNG or WebP" in r.json()["detail"]  # type: ignore[attr-defined]
+    assert "JPEG, PNG, WebP or HEIC" in r.json()["detail"]  # type: ignore[attr-defined]
     assert count_analyses(db, user.user_id) == 0
     assert drain(api_rabbitmq_url, ANALYSIS_QUEUE) == []
 
