@@ -68,6 +68,15 @@ class Settings(BaseSettings):
     web_dist_dir: Path | None = Field(
         None, description="Built web app served at `/` (default: `<repo>/web/dist`)."
     )
+    rollout_check_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How often clients re-read `/config` (realtime or polling; `plantnotify "
+        "rollout`).",
+    )
+    poll_seconds: float = Field(
+        15.0, gt=0, description="How often clients outside the realtime rollout poll."
+    )
     startup_timeout_seconds: float = Field(
         30.0, ge=0, description="How long a service waits for its dependencies at start-up."
     )

@@ -329,3 +329,15 @@ class RateLimitBucket(Base):
     reset_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     blocked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     strikes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+
+
+class RuntimeSetting(Base):
+    """Settings changed while running, read by the API on every use (``plantnotify rollout``)."""
+
+    __tablename__ = "runtime_settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSONB)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )

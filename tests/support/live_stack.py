@@ -48,6 +48,9 @@ WEB_DIR = ROOT / "web"
 
 # Short realtime tokens: every client test also exercises renewal before expiry.
 REALTIME_TOKEN_TTL = 10
+# Clients re-read /config (the rollout switch) and poll this often: tests see a flip in ~1 s.
+ROLLOUT_CHECK_SECONDS = 1.0
+POLL_SECONDS = 1.0
 N8N_DELAY = "slow:0.8"  # time-scaled "2-5 minutes": long enough to see "Analysing"
 
 
@@ -325,6 +328,8 @@ def live_stack(
         n8n_max_attempts=2,
         n8n_backoff_seconds=0.05,
         mqtt_token_ttl_seconds=REALTIME_TOKEN_TTL,
+        rollout_check_seconds=ROLLOUT_CHECK_SECONDS,
+        poll_seconds=POLL_SECONDS,
         worker_concurrency=4,
         worker_lease_seconds=3.0,
         worker_shutdown_grace_seconds=1.0,
