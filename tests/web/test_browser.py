@@ -255,7 +255,7 @@ def test_register_upload_and_the_toast_arrives(
     toast = app.toast_for(analysis_id)
     assert toast.count() == 1
     text = toast.inner_text()
-    assert "Tomato" in text and "72/100" in text and "Early blight" in text, text
+    assert "Tomato: result is ready" in text and "72/100" in text and "Early blight" in text, text
     assert toast.get_by_role("button", name="View").is_visible()
     assert page.title() == "(1) Plantnotify"
     assert "72" in app.row(analysis_id).inner_text()
@@ -270,11 +270,15 @@ def test_register_upload_and_the_toast_arrives(
     assert page.title() == "Plantnotify", "opening the result clears the unseen badge"
     app.shot("07-detail")
 
-    # The local stack (no FCM credentials): this browser is a web push device, so a closed tab
-    # gets a push; the footer links to the emulator's page. Logging out unregisters it.
+    # The local stack (no FCM credentials): the development note links to the emulator's page.
+    # Once the farmer allows notifications, this browser is a web push device, so a closed tab
+    # gets a push. Logging out unregisters it.
     link = page.get_attribute("[data-testid=push-emulator-link]", "href")
     assert link == f"http://127.0.0.1:{live_stack.settings.fcm_emulator_port}/"
     user_id = app.user_id
+    assert not web_devices(live_stack, user_id), "registered for pushes without being allowed"
+    page.context.grant_permissions(["notifications"], origin=live_stack.api_url)
+    page.click("[data-testid=alerts]")
     wait_for(lambda: web_devices(live_stack, user_id), what="the browser's push registration")
     page.click("[aria-label='Log out']")
     page.wait_for_selector("[data-testid=login]")
@@ -290,11 +294,20 @@ def test_failed_analysis_toast_gives_the_reason(
     app.toast_for(analysis_id).wait_for()
     toast = app.toast_for(analysis_id)
     assert toast.get_attribute("data-event") == "AnalysisFailed"
-    assert "failed" in toast.inner_text().lower()
+    assert "couldn't analyse this photo" in toast.inner_text()
     reason = app.page.evaluate(f"window.plantnotify.app.store.get('{analysis_id}').errorMessage")
-    assert reason and reason in toast.inner_text()
+    assert reason and reason not in toast.inner_text(), "the service's own words stay technical"
     app.wait_row_status(analysis_id, "Failed", timeout=5)
     app.shot("08-failed")
+    # The detail says what to do; the reason is behind "Technical details".
+    toast.get_by_role("button", name="Details").click()
+    notice = app.page.locator("[data-testid=failed-notice]")
+    notice.wait_for()
+    assert "Send it again" in notice.inner_text()
+    fold = app.page.locator("[data-testid=technical-details]")
+    assert not fold.evaluate("el => el.open")
+    fold.locator("summary").click()
+    assert reason in fold.inner_text()
 
 
 def test_reload_and_duplicates_never_repeat_a_toast(
@@ -387,14 +400,14 @@ def test_desktop_notification_only_when_hidden_and_asked_on_a_click(
     app.register()
     assert app.page.evaluate("window.__permissionRequests") == 0
     context.grant_permissions(["notifications"], origin=live_stack.api_url)
-    app.page.click("text=Desktop alerts")
+    app.page.click("[data-testid=alerts]")
     assert app.page.evaluate("window.__permissionRequests") == 1
     app.page.evaluate("window.__hidden = true")
     analysis_id = app.upload(leaf, crop="potato")
     app.toast_for(analysis_id).wait_for()
     notes = app.page.evaluate("window.__notes")
     assert len(notes) == 1, notes
-    assert notes[0]["title"] == "Tomato analysis is ready"  # the crop the analyser found
+    assert notes[0]["title"] == "Tomato: result is ready"  # the crop the analyser found
     assert "72/100" in notes[0]["body"] and notes[0]["tag"]
     app.page.evaluate("window.__hidden = false")
     second = app.upload(leaf, crop="potato")

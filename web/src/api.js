@@ -1,5 +1,12 @@
 // The HTTP API (contract §3) as the web app uses it. Errors become ApiError with a message a
-// person can act on; the server's own words are used when it gives a clear one.
+// farmer can act on, from the catalog (src/locales): the server's own words are for
+// developers and stay in ``error.detail`` (shown only behind "technical details").
+//
+// Sessions: a short-lived access token and a rotating refresh token. A 401 on an
+// authenticated call renews once (POST /auth/refresh) and retries; only when renewal itself is
+// refused has the session really ended (``onSessionEnded``).
+
+import { t } from "./i18n.js";
 
 const BASE = "api/v1";
 
@@ -12,56 +19,64 @@ export class ApiError extends Error {
   }
 }
 
-function serverMessage(body) {
+/** The server's text, for the "technical details" fold and the console; never the message. */
+export function serverText(body) {
   if (!body || typeof body !== "object") return "";
   const { detail, error, message } = body;
   if (typeof detail === "string") return detail;
-  if (Array.isArray(detail) && detail.length) {
-    const first = detail[0];
-    const where = Array.isArray(first.loc) ? first.loc.filter((x) => x !== "body").join(".") : "";
-    return where ? `${where}: ${first.msg}` : String(first.msg || "");
-  }
+  if (Array.isArray(detail) && detail.length) return detail.map((d) => d.msg).join("; ");
   if (typeof error === "string") return error;
   if (error && typeof error.message === "string") return error.message;
   if (typeof message === "string") return message;
   return "";
 }
 
-const FALLBACK = {
-  0: "We can't reach the server. Check your connection and try again.",
-  401: "Your session has ended. Please log in again.",
-  403: "You don't have access to that.",
-  404: "We couldn't find that. It may have been removed.",
-  409: "That already exists.",
-  413: "That file is too large. Choose a smaller photo.",
-  415: "That file isn't an image we can read. Choose a JPEG, PNG or WebP photo.",
-  422: "Some information is missing or invalid. Check the form and try again.",
-  429: "Too many requests right now. Wait a moment and try again.",
-  503: "The service is busy or starting up. Try again in a minute.",
-};
+const KNOWN_STATUS = new Set([0, 401, 403, 404, 409, 413, 415, 422, 429, 503]);
 
-function toError(status, body) {
-  const fromServer = serverMessage(body);
-  const fallback =
-    FALLBACK[status] ||
-    (status >= 500 ? "Something went wrong on our side. Try again in a minute." : "The request failed.");
-  return new ApiError(status, fromServer || fallback, body);
+/**
+ * A farmer's message for a failed request. ``context`` names the action ("login",
+ * "register", "upload", ...): ``error.<context>.<status>`` wins over ``error.<status>``, and a
+ * 422's field errors (``errors: [{field, type}]``) become ``error.field.<field>.<type>``.
+ */
+export function farmerMessage(status, body, context = "") {
+  if (status === 422 && body && Array.isArray(body.errors)) {
+    for (const e of body.errors) {
+      const field = String(e.field || "").split(".").pop();
+      for (const key of [`error.field.${field}.${e.type}`, `error.field.${field}`]) {
+        const text = t(key);
+        if (text !== key) return text;
+      }
+    }
+  }
+  for (const key of [`error.${context}.${status}`, `error.${status}`]) {
+    const text = t(key);
+    if (text !== key) return text;
+  }
+  if (status >= 500) return t("error.5xx");
+  return KNOWN_STATUS.has(status) ? t("error.generic") : t("error.generic");
+}
+
+function toError(status, body, context) {
+  return new ApiError(status, farmerMessage(status, body, context), serverText(body) || null);
 }
 
 export class Api {
   /**
-   * @param {() => string | null} getToken  the current access token
-   * @param {() => void} onUnauthorized     called on any 401 of an authenticated call
+   * @param {object} o
+   * @param {() => string | null} o.getToken        the current access token
+   * @param {(failedToken: string|null) => Promise<boolean>} o.renew
+   *        renew the session after a 401 with ``failedToken``; true when a new token is in place
+   * @param {() => void} o.onSessionEnded           renewal refused: the session is over
    */
-  constructor(getToken, onUnauthorized) {
+  constructor({ getToken, renew, onSessionEnded }) {
     this.getToken = getToken;
-    this.onUnauthorized = onUnauthorized;
+    this.renew = renew || (async () => false);
+    this.onSessionEnded = onSessionEnded || (() => {});
   }
 
-  _headers(json) {
+  _headers(json, token) {
     const headers = { Accept: "application/json" };
     if (json) headers["Content-Type"] = "application/json";
-    const token = this.getToken();
     if (token) headers.Authorization = `Bearer ${token}`;
     return headers;
   }
@@ -71,7 +86,7 @@ export class Api {
   }
 
   /** Like request(), with the response headers (paging cursors). */
-  async requestFull(method, path, { json, query, auth = true } = {}) {
+  async requestFull(method, path, { json, query, auth = true, context = "" } = {}) {
     let url = `${BASE}${path}`;
     if (query) {
       const params = new URLSearchParams();
@@ -79,42 +94,56 @@ export class Api {
       const qs = params.toString();
       if (qs) url += `?${qs}`;
     }
-    let response;
-    try {
-      response = await fetch(url, {
-        method,
-        headers: this._headers(json !== undefined),
-        body: json !== undefined ? JSON.stringify(json) : undefined,
-      });
-    } catch {
-      throw toError(0, null);
-    }
-    const text = await response.text();
-    let body = null;
-    if (text) {
+    for (let attempt = 0; ; attempt++) {
+      const token = auth ? this.getToken() : null;
+      let response;
       try {
-        body = JSON.parse(text);
+        response = await fetch(url, {
+          method,
+          headers: this._headers(json !== undefined, token),
+          body: json !== undefined ? JSON.stringify(json) : undefined,
+        });
       } catch {
-        body = null;
+        throw toError(0, null, context);
       }
+      const text = await response.text();
+      let body = null;
+      if (text) {
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = null;
+        }
+      }
+      if (response.ok) return { body, headers: response.headers };
+      if (response.status === 401 && auth) {
+        if (attempt === 0 && (await this.renew(token))) continue;
+        this.onSessionEnded();
+      }
+      throw toError(response.status, body, context);
     }
-    if (!response.ok) {
-      if (response.status === 401 && auth) this.onUnauthorized();
-      throw toError(response.status, body);
-    }
-    return { body, headers: response.headers };
   }
 
   register(username, password) {
-    return this.request("POST", "/auth/register", { json: { username, password }, auth: false });
+    return this.request("POST", "/auth/register", { json: { username, password }, auth: false, context: "register" });
   }
 
   login(username, password) {
-    return this.request("POST", "/auth/login", { json: { username, password }, auth: false });
+    return this.request("POST", "/auth/login", { json: { username, password }, auth: false, context: "login" });
+  }
+
+  /** New access + refresh token for ``refreshToken`` (spent by this call). */
+  refresh(refreshToken) {
+    return this.request("POST", "/auth/refresh", { json: { refreshToken }, auth: false, context: "refresh" });
+  }
+
+  /** Revoke this device's refresh token (best effort: the caller forgets it anyway). */
+  logout(refreshToken) {
+    return this.request("POST", "/auth/logout", { json: { refreshToken }, auth: false, context: "logout" });
   }
 
   realtimeToken() {
-    return this.request("POST", "/realtime/token");
+    return this.request("POST", "/realtime/token", { context: "realtime" });
   }
 
   /** A page of analyses, newest first; ``nextBefore`` is set when older ones exist. */
@@ -123,10 +152,13 @@ export class Api {
     return { items: itemsOf(body), nextBefore: headers.get("X-Next-Before") };
   }
 
-  /** Client configuration (where pushes go in the local stack); null when the API has none. */
+  /**
+   * Client configuration (realtime or polling for this user, web push); null when the API
+   * has none. Sent with the access token when there is one: the mode is per user.
+   */
   async config() {
     try {
-      return await this.request("GET", "/config", { auth: false });
+      return await this.request("GET", "/config", { auth: Boolean(this.getToken()) });
     } catch {
       return null;
     }
@@ -148,21 +180,31 @@ export class Api {
     return this.request("GET", "/notifications", { query: { since: isoTime } });
   }
 
+  /** One page of events since ``isoTime``; ``nextSince`` continues it, ``more`` says if needed. */
+  async notificationsPage(isoTime) {
+    const { body, headers } = await this.requestFull("GET", "/notifications", { query: { since: isoTime } });
+    return { items: itemsOf(body), nextSince: headers.get("X-Next-Since"), more: headers.get("X-Has-More") === "true" };
+  }
+
   /** The image as an object URL (the API wants the bearer token, so no plain <img src>). */
   async imageUrl(id) {
-    let response;
-    try {
-      response = await fetch(`${BASE}/plantanalyses/${encodeURIComponent(id)}/image`, {
-        headers: { Authorization: `Bearer ${this.getToken()}` },
-      });
-    } catch {
-      throw toError(0, null);
+    for (let attempt = 0; ; attempt++) {
+      const token = this.getToken();
+      let response;
+      try {
+        response = await fetch(`${BASE}/plantanalyses/${encodeURIComponent(id)}/image`, {
+          headers: { Authorization: `Bearer ${token}` },
+        });
+      } catch {
+        throw toError(0, null, "image");
+      }
+      if (response.ok) return URL.createObjectURL(await response.blob());
+      if (response.status === 401) {
+        if (attempt === 0 && (await this.renew(token))) continue;
+        this.onSessionEnded();
+      }
+      throw toError(response.status, null, "image");
     }
-    if (!response.ok) {
-      if (response.status === 401) this.onUnauthorized();
-      throw toError(response.status, null);
-    }
-    return URL.createObjectURL(await response.blob());
   }
 
   /**
@@ -170,11 +212,39 @@ export class Api {
    * @returns {{ promise: Promise<object>, abort: () => void }}
    */
   upload(file, cropType, onProgress) {
+    let xhr = null;
+    let aborted = false;
+    const once = () => this._uploadOnce(file, cropType, onProgress, (x) => (xhr = x));
+    const promise = (async () => {
+      try {
+        return await once();
+      } catch (error) {
+        // An access token that expired mid-upload: renew once and send again.
+        if (error.status === 401 && !aborted && (await this.renew(error.token))) return await once().catch((e) => this._uploadFailed(e));
+        return this._uploadFailed(error);
+      }
+    })();
+    return {
+      promise,
+      abort: () => {
+        aborted = true;
+        xhr?.abort();
+      },
+    };
+  }
+
+  _uploadFailed(error) {
+    if (error.status === 401) this.onSessionEnded();
+    throw error;
+  }
+
+  _uploadOnce(file, cropType, onProgress, setXhr) {
     const xhr = new XMLHttpRequest();
-    const promise = new Promise((resolve, reject) => {
+    setXhr(xhr);
+    const token = this.getToken();
+    return new Promise((resolve, reject) => {
       xhr.open("POST", `${BASE}/plantanalyses/async`);
       xhr.setRequestHeader("Accept", "application/json");
-      const token = this.getToken();
       if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
       xhr.upload.onprogress = (e) => {
         if (e.lengthComputable) onProgress(e.loaded, e.total);
@@ -188,18 +258,18 @@ export class Api {
         }
         if (xhr.status >= 200 && xhr.status < 300) resolve(body);
         else {
-          if (xhr.status === 401) this.onUnauthorized();
-          reject(toError(xhr.status, body));
+          const error = toError(xhr.status, body, "upload");
+          error.token = token;
+          reject(error);
         }
       };
-      xhr.onerror = () => reject(toError(0, null));
-      xhr.onabort = () => reject(new ApiError(0, "Upload cancelled.", null));
+      xhr.onerror = () => reject(toError(0, null, "upload"));
+      xhr.onabort = () => reject(new ApiError(0, t("upload.cancelled"), null));
       const form = new FormData();
       form.append("image", file, file.name);
       if (cropType) form.append("cropType", cropType);
       xhr.send(form);
     });
-    return { promise, abort: () => xhr.abort() };
   }
 }
 

@@ -1,7 +1,11 @@
 // The plantnotify web app: log in, upload, and watch results arrive live.
 
+import catalogs from "virtual:locales";
 import { AnalysesStore, fromApi, fromEvent } from "./analyses.js";
 import { Api, itemsOf } from "./api.js";
+import { setLocale, t } from "./i18n.js";
+import { Poller } from "./poller.js";
+import { WebPush } from "./push.js";
 import { Inbox } from "./inbox.js";
 import { Realtime, STATE } from "./realtime.js";
 import { Bookmarks, SeenEvents } from "./seen.js";
@@ -14,27 +18,38 @@ import { AnalysisList } from "./ui/list.js";
 import { Toasts } from "./ui/toasts.js";
 import { UploadCard } from "./ui/upload.js";
 
+document.documentElement.lang = setLocale(catalogs, navigator.languages || [navigator.language || "en"]);
+
 const SESSION_KEY = "plantnotify.session";
-const APP_TITLE = "Plantnotify";
+const APP_TITLE = t("app.name");
 // Recovery asks for a little more than strictly missed: clocks and commit order are not exact,
 // and de-duplication on eventId makes the overlap harmless.
 const RECOVERY_OVERLAP_MS = 5 * 60 * 1000;
-const CONNECTION_LABEL = {
-  [STATE.CONNECTED]: "Live",
-  [STATE.RECONNECTING]: "Reconnecting…",
-  [STATE.DISCONNECTED]: "Offline",
-};
+// Renew the access token this long before it expires (at most 20 % of its life).
+const RENEW_LEAD_MS = 60 * 1000;
+// How often to ask /config whether realtime is on for us, unless the API says otherwise.
+const DEFAULT_CHECK_SECONDS = 60;
 
 const PAGE_LOADED_AT = Date.now();
 
-function loadSession() {
+/** The stored session (also one whose access token expired: its refresh token may renew it). */
+function readSession() {
   try {
     const s = JSON.parse(localStorage.getItem(SESSION_KEY) || "null");
-    if (s && s.accessToken && s.userId && (!s.expiresAt || s.expiresAt > Date.now())) return s;
+    if (s && s.accessToken && s.userId) return s;
   } catch {
     /* fall through */
   }
   return null;
+}
+
+function accessValid(s) {
+  return Boolean(s && (!s.expiresAt || s.expiresAt > Date.now()));
+}
+
+function loadSession() {
+  const s = readSession();
+  return s && (accessValid(s) || s.refreshToken) ? s : null;
 }
 
 /** The set of analyses with a result the user has not opened yet (shared by tabs). */
@@ -69,10 +84,11 @@ class App {
   constructor(root) {
     this.root = root;
     this.session = null;
-    this.api = new Api(
-      () => this.session?.accessToken ?? null,
-      () => this.logout("Your session has ended. Log in again to keep getting updates."),
-    );
+    this.api = new Api({
+      getToken: () => this.session?.accessToken ?? null,
+      renew: (failedToken) => this._renew(failedToken),
+      onSessionEnded: () => this._sessionEnded(t("session.ended")),
+    });
     this.toastRoot = h("div", { class: "toasts", "aria-live": "polite", "aria-relevant": "additions" });
     this.toasts = new Toasts(this.toastRoot);
     document.body.append(this.toastRoot);
@@ -83,25 +99,117 @@ class App {
     window.plantnotify = { app: this };
   }
 
-  start() {
+  async start() {
+    const stored = readSession();
     this.session = loadSession();
-    if (this.session) this._enter();
-    else this._showAuth();
+    if (!this.session) {
+      // A session that ran out while the page was closed says so, instead of a bare login.
+      if (stored) localStorage.removeItem(SESSION_KEY);
+      this._showAuth(stored ? t("session.expiredWhileAway") : undefined);
+      return;
+    }
+    if (!accessValid(this.session)) {
+      let renewed = false;
+      try {
+        renewed = await this._renew(this.session.accessToken);
+      } catch {
+        renewed = true; // the server is unreachable: keep the session, calls will retry
+      }
+      if (!renewed) {
+        this._sessionEnded(t("session.expiredWhileAway"));
+        return;
+      }
+    }
+    this._enter();
   }
 
   // --- accounts ---------------------------------------------------------------------------
 
   async login(username, password) {
     const answer = await this.api.login(username, password);
+    this._storeSession(answer, username);
+    this._enter();
+  }
+
+  _storeSession(answer, username) {
     const expiresIn = Number(answer.expiresIn) || 3600;
     this.session = {
       accessToken: answer.accessToken,
-      userId: String(answer.userId),
-      username,
+      refreshToken: answer.refreshToken || null,
+      userId: String(answer.userId ?? this.session?.userId),
+      username: username ?? this.session?.username,
       expiresAt: Date.now() + expiresIn * 1000,
+      lifetimeMs: expiresIn * 1000,
     };
     localStorage.setItem(SESSION_KEY, JSON.stringify(this.session));
-    this._enter();
+    this._scheduleRenewal();
+  }
+
+  /**
+   * Renew the session after ``failedToken`` was refused (or is about to expire). One renewal
+   * at a time in this tab, and across tabs (a Web Lock): a refresh token is spent by its use,
+   * so a tab that finds a newer session in storage adopts it instead of refreshing again.
+   * Resolves true when a usable access token is in place, false when the session has ended;
+   * rejects when the server could not be reached (the session is kept).
+   */
+  _renew(failedToken) {
+    if (!this.session) return Promise.resolve(false);
+    if (!this._renewing) {
+      const run = () => this._renewOnce(failedToken);
+      const locked = navigator.locks ? navigator.locks.request("plantnotify.session", run) : run();
+      this._renewing = locked.finally(() => {
+        this._renewing = null;
+      });
+    }
+    return this._renewing;
+  }
+
+  async _renewOnce(failedToken) {
+    const mine = this.session;
+    if (!mine) return false;
+    const stored = readSession();
+    if (stored && stored.userId === mine.userId && stored.accessToken !== failedToken && stored.expiresAt > Date.now() + 5000) {
+      this.session = stored; // another tab renewed it
+      this._scheduleRenewal();
+      return true;
+    }
+    const refreshToken = stored && stored.userId === mine.userId ? stored.refreshToken : mine.refreshToken;
+    if (!refreshToken) return false;
+    let answer;
+    try {
+      answer = await this.api.refresh(refreshToken);
+    } catch (error) {
+      if (error.status === 0 || error.status === 429 || error.status >= 500) throw error;
+      return false; // refused: revoked, expired or already spent
+    }
+    if (this.session?.userId !== mine.userId) return false;
+    this._storeSession(answer);
+    if (window.plantnotify) window.plantnotify.renewals = (window.plantnotify.renewals || 0) + 1;
+    return true;
+  }
+
+  /** Renew quietly before the access token expires, so no call ever meets a 401. */
+  _scheduleRenewal() {
+    clearTimeout(this._renewTimer);
+    const s = this.session;
+    if (!s || !s.refreshToken || !s.expiresAt) return;
+    const lifetime = s.lifetimeMs || s.expiresAt - Date.now();
+    const lead = Math.min(RENEW_LEAD_MS, lifetime * 0.2);
+    this._renewTimer = setTimeout(() => {
+      this._renew(s.accessToken).then(
+        (ok) => {
+          if (!ok && this.session === s) this._sessionEnded(t("session.ended"));
+        },
+        () => setTimeout(() => this._scheduleRenewal(), 5000), // server unreachable: retry soon
+      );
+    }, Math.max(1000, s.expiresAt - lead - Date.now()));
+  }
+
+  /** The session really ended (renewal refused): say so on the login page. */
+  _sessionEnded(message) {
+    if (!this.session && this._ended) return;
+    this._ended = true;
+    this.logout(message);
   }
 
   async register(username, password) {
@@ -111,14 +219,21 @@ class App {
 
   logout(message) {
     const wasIn = Boolean(this.session);
-    if (wasIn && !message && this.pushToken) {
-      // The next person on this browser must not get this user's pushes.
-      this.api.unregisterDevice(this.pushToken).catch(() => {});
+    const session = this.session;
+    if (wasIn && !message) {
+      // The next person on this browser must not get this user's pushes, and the refresh
+      // token is revoked on the server (best effort: this browser forgets it either way).
+      const device = this.push?.token;
+      (device ? this.api.unregisterDevice(device).catch(() => {}) : Promise.resolve()).finally(() => {
+        if (session.refreshToken) this.api.logout(session.refreshToken).catch(() => {});
+      });
+      this.push?.forget();
     }
+    clearTimeout(this._renewTimer);
     this._leave();
     this.session = null;
     localStorage.removeItem(SESSION_KEY);
-    if (wasIn || message) this._showAuth(message);
+    if (wasIn || message) this._showAuth(message || t("session.loggedOut"));
   }
 
   _onStorage(e) {
@@ -134,13 +249,14 @@ class App {
     if (!next && this.session) {
       this._leave();
       this.session = null;
-      this._showAuth("You logged out in another tab.");
+      this._showAuth(t("session.loggedOutElsewhere"));
     } else if (next && (!this.session || next.userId !== this.session.userId)) {
       this._leave();
       this.session = next;
       this._enter();
     } else if (next) {
-      this.session = next; // refreshed token
+      this.session = next; // renewed in another tab
+      this._scheduleRenewal();
     }
   }
 
@@ -158,6 +274,8 @@ class App {
   }
 
   _enter() {
+    this._ended = false;
+    this._scheduleRenewal();
     const { userId } = this.session;
     this.pagedOlder = false;
     this.store = new AnalysesStore();
@@ -178,27 +296,77 @@ class App {
       fetchToken: () => this._realtimeToken(),
       onMessage: (topic, payload, retained) => this._onMqttMessage(topic, payload, retained),
       onConnected: () => this._recover(),
-      onFatal: () => {},
+      onFatal: (error) => this._realtimeRefused(error),
     });
+    this.poller = new Poller({
+      fetchSince: (since) => this.api.notificationsPage(since),
+      cursor: () => new Date(this.bookmarks.cursor() - RECOVERY_OVERLAP_MS).toISOString(),
+      onItem: (item) => this.inbox.handle(item, "polled"),
+    });
+    this.push = new WebPush({ api: this.api });
     window.plantnotify.inbox = this.inbox;
     window.plantnotify.realtime = this.realtime;
+    window.plantnotify.poller = this.poller;
 
     this._buildShell();
     this.realtime.addEventListener("state", (e) => this._renderConnection(e.detail));
-    this._renderConnection({ state: STATE.RECONNECTING, detail: "Connecting to live updates…" });
+    this.poller.addEventListener("state", (e) => this._renderConnection(e.detail));
+    this._renderConnection({ state: STATE.RECONNECTING, detail: t("conn.connectingDetail") });
     this._loadList();
-    this.realtime.start();
+    this.mode = null;
+    this._checkMode(true);
     this._route();
     this._updateTitle();
-    this._setupPush();
   }
 
   _leave() {
-    this.pushToken = null;
+    clearTimeout(this._modeTimer);
     this.realtime?.stop();
+    this.poller?.stop();
     this.store?.clear();
     this.toasts.clear();
     this.realtime = null;
+    this.poller = null;
+  }
+
+  // --- realtime or polling (the rollout switch, read from GET /config) ---------------------
+
+  /** Ask the API which mode this user is in, switch if it changed, and ask again later. */
+  async _checkMode(first = false) {
+    clearTimeout(this._modeTimer);
+    const session = this.session;
+    const config = await this.api.config();
+    if (this.session !== session || !this.realtime) return;
+    const rt = (config && config.realtime) || { mode: "mqtt" };
+    this.pollSeconds = Number(rt.pollSeconds) || 15;
+    this._setMode(rt.mode === "polling" ? "polling" : "mqtt");
+    if (first) this._setupPush(config);
+    const every = Number(rt.checkSeconds) || DEFAULT_CHECK_SECONDS;
+    this._modeTimer = setTimeout(() => this._checkMode(), every * 1000);
+  }
+
+  _setMode(mode) {
+    if (mode === this.mode) return;
+    const was = this.mode;
+    this.mode = mode;
+    this.connection.dataset.mode = mode === "polling" ? "polling" : "realtime";
+    if (mode === "polling") {
+      this.realtime.stop();
+      this.poller.start(this.pollSeconds);
+    } else {
+      this.poller.stop();
+      this.realtime.start();
+    }
+    if (window.plantnotify) window.plantnotify.mode = mode;
+    if (was) console.info(`plantnotify: updates now by ${mode}`);
+  }
+
+  /** The realtime token was refused: polling when the rollout left us out, else offline. */
+  _realtimeRefused(error) {
+    if (error && error.status === 409) {
+      this._checkMode();
+      return;
+    }
   }
 
   _buildShell() {
@@ -206,19 +374,26 @@ class App {
       "div",
       { class: "conn", "data-testid": "connection", "data-state": STATE.DISCONNECTED, role: "status", "aria-live": "polite" },
       h("span", { class: "conn__dot" }),
-      h("span", { class: "conn__label" }, "Offline"),
+      h("span", { class: "conn__label" }, t("conn.disconnected")),
     );
     this.alertsButton = h(
       "button",
-      { type: "button", class: "btn btn--ghost btn--small", onclick: () => this._askNotificationPermission(), title: "Get a desktop notification when a result arrives while this tab is in the background" },
+      {
+        type: "button",
+        class: "btn btn--ghost btn--small",
+        "data-testid": "alerts",
+        onclick: () => this._askNotificationPermission(),
+        title: t("alerts.title"),
+        "aria-label": t("alerts.label"),
+      },
       icon(BELL),
-      h("span", { class: "hide-narrow" }, "Desktop alerts"),
+      h("span", { class: "hide-narrow" }, t("alerts.label")),
     );
     this._syncAlertsButton();
     const header = h(
       "header",
       { class: "topbar" },
-      h("a", { class: "brand", href: "#/", "aria-label": "Plantnotify" }, icon(LEAF, "brand__mark"), h("span", { class: "brand__text" }, "Plantnotify")),
+      h("a", { class: "brand", href: "#/", "aria-label": t("app.name") }, icon(LEAF, "brand__mark"), h("span", { class: "brand__text" }, t("app.name"))),
       h("div", { class: "topbar__spacer" }),
       this.connection,
       this.alertsButton,
@@ -226,8 +401,8 @@ class App {
         "div",
         { class: "user" },
         h("span", { class: "user__avatar", "aria-hidden": "true" }, (this.session.username || "?").slice(0, 1).toUpperCase()),
-        h("span", { class: "user__name hide-narrow" }, this.session.username || "Signed in"),
-        h("button", { type: "button", class: "icon-btn", title: "Log out", "aria-label": "Log out", onclick: () => this.logout() }, icon(LOGOUT)),
+        h("span", { class: "user__name hide-narrow" }, this.session.username || t("user.signedIn")),
+        h("button", { type: "button", class: "icon-btn", title: t("user.logout"), "aria-label": t("user.logout"), "data-testid": "logout", onclick: () => this.logout() }, icon(LOGOUT)),
       ),
     );
 
@@ -244,11 +419,11 @@ class App {
     this.listNotice = h("div", { class: "list-notice" });
     this.listCard = h(
       "section",
-      { class: "card list-card" },
-      h("div", { class: "card__head" }, h("h2", {}, "Your analyses"), h("span", { class: "muted small" }, "Updates live as results arrive")),
+      { class: "card list-card", "aria-labelledby": "list-title" },
+      h("div", { class: "card__head" }, h("h2", { id: "list-title" }, t("list.title")), h("span", { class: "muted small" }, t("list.subtitle"))),
       this.listNotice,
       this.list.el,
-      (this.olderButton = h("button", { type: "button", class: "btn btn--secondary btn--small older", hidden: true, onclick: () => this._loadOlder() }, "Show older analyses")),
+      (this.olderButton = h("button", { type: "button", class: "btn btn--secondary btn--small older", hidden: true, onclick: () => this._loadOlder() }, t("list.older"))),
     );
     this.detail = new DetailView({
       onBack: () => (location.hash = "#/"),
@@ -269,40 +444,23 @@ class App {
   }
 
   _footer() {
-    this.pushLink = h("a", { href: "#", target: "_blank", rel: "noopener", "data-testid": "push-emulator-link" }, "open the FCM emulator");
-    this.pushNote = h("span", { hidden: true }, " In this local setup, pushes go to a local FCM emulator: ", this.pushLink, ".");
-    return h(
-      "footer",
-      { class: "footer muted small" },
-      "Results arrive here live while this page is open. When it is closed, we send a push notification instead.",
-      this.pushNote,
-    );
+    // Development only (the API names an FCM emulator only when ENVIRONMENT=development).
+    this.pushLink = h("a", { href: "#", target: "_blank", rel: "noopener", "data-testid": "push-emulator-link" }, "FCM emulator");
+    this.devNote = h("p", { hidden: true, class: "dev-note", "data-testid": "dev-note" }, "Development: pushes go to the local ", this.pushLink, ".");
+    return h("footer", { class: "footer muted small" }, h("p", {}, t("footer.text")), this.devNote);
   }
 
-  /**
-   * Register this browser for pushes when the API says where they go (the local stack's FCM
-   * emulator). A production web app registers its Firebase Messaging token here instead.
-   */
-  async _setupPush() {
-    const session = this.session;
-    const config = await this.api.config();
+  /** Web push for closed tabs: a service worker, and this browser's token as a device. */
+  async _setupPush(config) {
     const url = config && config.pushEmulatorUrl;
-    if (!url || this.session !== session) return;
-    this.pushLink.href = url;
-    this.pushNote.hidden = false;
-    let token = localStorage.getItem("plantnotify.pushToken");
-    if (!token) {
-      const bytes = new Uint8Array(12);
-      crypto.getRandomValues(bytes);
-      token = `web-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
-      localStorage.setItem("plantnotify.pushToken", token);
+    if (url) {
+      this.pushLink.href = url;
+      this.devNote.hidden = false;
     }
-    try {
-      await this.api.registerDevice(token, "web");
-      if (this.session === session) this.pushToken = token;
-    } catch (error) {
-      console.warn("plantnotify: could not register this browser for pushes", error);
-    }
+    const session = this.session;
+    await this.push.setup(config);
+    if (this.session !== session) return;
+    if (window.plantnotify) window.plantnotify.pushToken = this.push.token;
   }
 
   _route() {
@@ -318,8 +476,9 @@ class App {
   async _openDetail(id) {
     this.detail.show(id);
     this.mainColumn.replaceChildren(this.detail.el);
-    window.scrollTo({ top: 0 });
+    this._revealDetail();
     this._markSeen(id);
+    this.toasts.dismissFor(id);
     const known = this.store.get(id);
     if (known) this.detail.render(known);
     try {
@@ -327,8 +486,22 @@ class App {
       if (full) this.store.upsert(full);
       this.detail.render(this.store.get(id));
     } catch (error) {
-      if (this.detail.id === id) this.detail.showError(error.status === 404 ? "We couldn't find this analysis. It may belong to another account." : error.message);
+      if (this.detail.id === id) this.detail.showError(error.status === 404 ? t("detail.notFound") : error.message);
     }
+    if (this.detail.id === id) this._revealDetail();
+  }
+
+  /** Bring the opened result to the top of the screen (on a phone it sits below the upload). */
+  _revealDetail() {
+    const el = this.detail.el;
+    const top = el.getBoundingClientRect().top + window.scrollY - (this._topbarHeight() + 8);
+    window.scrollTo({ top: Math.max(0, top), behavior: "instant" });
+    el.querySelector("h2")?.focus({ preventScroll: true });
+  }
+
+  _topbarHeight() {
+    const bar = document.querySelector(".topbar");
+    return bar && getComputedStyle(bar).position === "sticky" ? bar.getBoundingClientRect().height : 0;
   }
 
   // --- data -------------------------------------------------------------------------------
@@ -347,7 +520,7 @@ class App {
     } catch (error) {
       if (!this.session) return;
       clear(this.listNotice).append(
-        h("div", { class: "notice notice--error" }, h("span", {}, `We couldn't load your analyses: ${error.message}`), h("button", { type: "button", class: "btn btn--small btn--secondary", onclick: () => this._loadList() }, "Try again")),
+        h("div", { class: "notice notice--error" }, h("span", {}, t("list.loadFailed", { reason: error.message })), h("button", { type: "button", class: "btn btn--small btn--secondary", onclick: () => this._loadList() }, t("common.tryAgain"))),
       );
     }
   }
@@ -369,7 +542,7 @@ class App {
       }
       this._setOlder(nextBefore);
     } catch (error) {
-      this.toasts.showMessage("error", "Couldn't load older analyses", error.message);
+      this.toasts.showMessage("error", t("list.olderFailed"), error.message);
     } finally {
       this.olderButton.disabled = false;
     }
@@ -390,7 +563,8 @@ class App {
     try {
       return await this.api.realtimeToken();
     } catch (error) {
-      if (error.status === 401 || error.status === 403) error.fatal = true;
+      // 401: the session ended (the API has said so); 403/409: realtime is off for us.
+      if (error.status === 401 || error.status === 403 || error.status === 409) error.fatal = true;
       throw error;
     }
   }
@@ -468,32 +642,30 @@ class App {
     document.title = n > 0 ? `(${n}) ${APP_TITLE}` : APP_TITLE;
   }
 
-  _renderConnection({ state, detail }) {
+  _renderConnection({ state, detail, source }) {
     if (!this.connection) return;
+    const polling = this.mode === "polling";
+    // Only the active channel speaks (a stopped one reports "disconnected" on its way out).
+    if (source && (source === "poller") !== polling) return;
     // A banner only when the interruption lasts: a token renewal takes milliseconds.
     clearTimeout(this._bannerTimer);
     if (state === STATE.CONNECTED) this.liveBanner.hidden = true;
     else {
-      const text =
-        state === STATE.DISCONNECTED
-          ? detail || "Live updates are off. Results still appear when you reload the page."
-          : "Live updates are interrupted; reconnecting. Nothing is lost: results that arrive meanwhile appear when we're back.";
+      const text = state === STATE.DISCONNECTED ? t("conn.offBanner") : t("conn.interruptedBanner");
       this._bannerTimer = setTimeout(() => {
         this.liveBanner.querySelector(".live-banner__text").textContent = text;
         this.liveBanner.hidden = false;
       }, 2000);
     }
     this.connection.dataset.state = state;
-    this.connection.className = `conn conn--${state}`;
-    this.connection.querySelector(".conn__label").textContent =
-      state === STATE.RECONNECTING && !this.realtime?.stats.connects ? "Connecting…" : CONNECTION_LABEL[state];
-    this.connection.title =
-      detail ||
-      (state === STATE.CONNECTED
-        ? "Live: results appear here the moment they're ready."
-        : state === STATE.RECONNECTING
-          ? "Reconnecting to live updates. Nothing is lost: missed results are fetched when we're back."
-          : "Not receiving live updates.");
+    this.connection.className = `conn conn--${state}${polling ? " conn--polling" : ""}`;
+    let label;
+    if (polling) label = state === STATE.CONNECTED ? t("conn.polling") : t("conn.reconnecting");
+    else if (state === STATE.RECONNECTING && !this.realtime?.stats.connects) label = t("conn.connecting");
+    else label = t(`conn.${state}`);
+    this.connection.querySelector(".conn__label").textContent = label;
+    if (detail) console.info(`plantnotify: ${detail}`);
+    this.connection.title = polling ? t("conn.pollingTitle", { seconds: this.pollSeconds }) : t(`conn.${state}Title`);
   }
 
   // --- desktop notifications (asked on a click only, never on load) ------------------------
@@ -507,7 +679,8 @@ class App {
     if (!("Notification" in window)) return;
     try {
       const result = await Notification.requestPermission();
-      if (result === "denied") this.toasts.showMessage("info", "Desktop alerts are off", "You can turn them on later in your browser's site settings.");
+      if (result === "denied") this.toasts.showMessage("info", t("alerts.offTitle"), t("alerts.offText"));
+      if (result === "granted") this.push.register();
     } finally {
       this._syncAlertsButton();
     }
@@ -518,13 +691,14 @@ class App {
     if (document.visibilityState !== "hidden") return;
     const ok = event.event === "AnalysisCompleted";
     const body = ok
-      ? [typeof event.overallHealthScore === "number" ? `Health ${event.overallHealthScore}/100` : "", event.primaryConcern || ""].filter(Boolean).join(" · ")
-      : event.errorMessage || "The analysis could not be completed.";
+      ? [typeof event.overallHealthScore === "number" ? t("toast.health", { score: event.overallHealthScore }) : "", event.primaryConcern || ""].filter(Boolean).join(" · ")
+      : t("failed.title");
     try {
-      const note = new Notification(ok ? `${cropName(event.cropType)} analysis is ready` : "Analysis failed", {
+      const note = new Notification(ok ? t("toast.ready", { crop: cropName(event.cropType) }) : t("toast.failed"), {
         body,
         tag: event.eventId, // several tabs showing the same event make one notification
         icon: "favicon.svg",
+        lang: document.documentElement.lang,
       });
       note.onclick = () => {
         window.focus();

@@ -3,17 +3,18 @@
 // One explicit loop owns the connection: get credentials (a fresh realtime token when the one
 // we hold is close to expiry or was refused) → connect → subscribe → wait until the connection
 // closes → back off → repeat. mqtt.js's own reconnect is off, so exactly one place decides when
-// and with which password to reconnect. The token is renewed before it expires by closing the
-// connection on purpose; the loop then reconnects at once with the new password, and the
-// app's "connected" handler recovers whatever was published in the gap.
+// and with which password to reconnect.
+//
+// Token renewal is make-before-break: before the token expires a second connection is opened
+// with a fresh token (another client id), subscribed, and only then is the old one closed, so
+// there is no moment without a subscription. Messages that arrive on both during the overlap
+// are the same events; the inbox de-duplicates them on eventId.
 
 import mqtt from "mqtt";
 
-export const STATE = Object.freeze({
-  CONNECTED: "connected",
-  RECONNECTING: "reconnecting",
-  DISCONNECTED: "disconnected",
-});
+import { STATE } from "./states.js";
+
+export { STATE };
 
 const AUTH_REFUSED = new Set([4, 5, 0x86, 0x87]); // 3.1.1 and 5.0 "bad credentials / not authorized"
 
@@ -88,6 +89,7 @@ export class Realtime extends EventTarget {
     window.removeEventListener("online", this._onOnline);
     clearTimeout(this._renewTimer);
     if (this.client) this.client.end(true);
+    this.client = null;
     this._wakeUp();
     this._setState(STATE.DISCONNECTED, "");
   }
@@ -106,7 +108,7 @@ export class Realtime extends EventTarget {
     if (state === this.state && detail === this.detail) return;
     this.state = state;
     this.detail = detail;
-    this.dispatchEvent(new CustomEvent("state", { detail: { state, detail } }));
+    this.dispatchEvent(new CustomEvent("state", { detail: { state, detail, source: "realtime" } }));
   }
 
   _tokenUsable() {
@@ -126,31 +128,48 @@ export class Realtime extends EventTarget {
   async _loop() {
     let failures = 0;
     let refused = false;
-    while (!this.stopped) {
-      if (!navigator.onLine) {
+    let conn = null; // a connected, subscribed connection handed over by a renewal
+    const gen = (this._gen = (this._gen || 0) + 1); // a restart (stop, start) ends this loop
+    const over = () => this.stopped || gen !== this._gen;
+    while (!over()) {
+      if (!conn && !navigator.onLine) {
         this._setState(STATE.DISCONNECTED, "You are offline. We'll reconnect when the network is back.");
         await this._sleep(30000);
         continue;
       }
       let outcome;
       try {
-        const grant = await this._credentials(refused);
-        if (this.stopped) break;
-        this.stats.attempts += 1;
-        outcome = await this._runConnection(grant);
+        if (!conn) {
+          const grant = await this._credentials(refused);
+          if (over()) break;
+          this.stats.attempts += 1;
+          conn = await this._connect(grant);
+          if (over()) {
+            conn.client.end(true);
+            break;
+          }
+        }
+        const handedOver = conn.handover;
+        this._adopt(conn);
+        if (!handedOver) this.onConnected(); // a handover had no gap: nothing to recover
+        outcome = await conn.closed;
+        conn = null;
       } catch (error) {
+        conn = null;
         if (error && error.fatal) {
+          if (over()) break;
           this.stopped = true;
           this._setState(STATE.DISCONNECTED, error.message);
           this.onFatal(error);
           return;
         }
-        outcome = { connected: false, refused: false, error };
+        outcome = error && "connected" in error ? error : { connected: false, refused: false, error };
       }
-      if (this.stopped) break;
+      if (over()) break;
       refused = outcome.refused;
-      if (outcome.renew) {
-        failures = 0; // planned: reconnect at once with the new token
+      if (outcome.next) {
+        failures = 0; // planned: the new connection is already subscribed
+        conn = outcome.next;
         continue;
       }
       failures = outcome.connected ? 1 : failures + 1;
@@ -163,12 +182,16 @@ export class Realtime extends EventTarget {
     }
   }
 
-  /** One connection, from CONNECT to close. Resolves with how it ended. */
-  _runConnection(grant) {
-    return new Promise((resolve) => {
+  /**
+   * Connect and subscribe with ``grant``. Resolves, once subscribed, with
+   * ``{client, grant, closed}`` (``closed`` resolves with how the connection ended); rejects
+   * with such an outcome when it never got that far.
+   */
+  _connect(grant, suffix = this.suffix) {
+    return new Promise((resolve, reject) => {
       const url = reachableWsUrl(grant.mqtt.wsUrl, window.location);
       const client = mqtt.connect(url, {
-        clientId: this.clientId,
+        clientId: `${grant.clientIdPrefix}web-${suffix}`,
         username: grant.username,
         password: grant.token,
         protocolVersion: grant.mqtt.protocolVersion === 4 ? 4 : 5, // 3.1.1 on the NATS engine
@@ -178,11 +201,11 @@ export class Realtime extends EventTarget {
         keepalive: 30,
         resubscribe: false,
       });
-      this.client = client;
-      let connected = false;
+      const conn = { client, grant, suffix, next: null, handover: false, subscribed: false };
       let refused = false;
-      let renew = false;
       let lastError = null;
+      let finish;
+      conn.closed = new Promise((r) => (finish = r));
 
       client.on("connect", () => {
         client.subscribe(grant.topics.analyses, { qos: 1 }, (err, granted) => {
@@ -191,14 +214,9 @@ export class Realtime extends EventTarget {
             client.end(true);
             return;
           }
-          connected = true;
+          conn.subscribed = true;
           this.stats.connects += 1;
-          this._setState(STATE.CONNECTED, "");
-          this._scheduleRenewal(grant, client, () => {
-            renew = true;
-          });
-          this._flushReceipts();
-          this.onConnected();
+          resolve(conn);
         });
       });
       client.on("message", (topic, payload, packet) => {
@@ -209,28 +227,51 @@ export class Realtime extends EventTarget {
         if (AUTH_REFUSED.has(error.code)) refused = true;
       });
       client.on("close", () => {
-        clearTimeout(this._renewTimer);
         client.removeAllListeners("close");
         client.end(true);
-        if (this.client === client) this.client = null;
-        resolve({ connected, refused, renew, error: renew ? null : lastError });
+        if (this.client === client) {
+          this.client = null;
+          clearTimeout(this._renewTimer);
+        }
+        const outcome = { connected: conn.subscribed, refused, next: conn.next, error: conn.next ? null : lastError };
+        if (!conn.subscribed) reject(outcome);
+        finish(outcome);
       });
     });
   }
 
-  _scheduleRenewal(grant, client, markRenew) {
+  /** Make ``conn`` the page's connection. */
+  _adopt(conn) {
+    this.client = conn.client;
+    this.grant = conn.grant;
+    this.suffix = conn.suffix;
+    this._setState(STATE.CONNECTED, "");
+    this._scheduleRenewal(conn);
+    this._flushReceipts();
+  }
+
+  _scheduleRenewal(conn) {
     clearTimeout(this._renewTimer);
+    const { grant } = conn;
     const ttl = grant.expiresIn * 1000;
     const due = grant.receivedAt + ttl - refreshLead(ttl) - Date.now();
     this._renewTimer = setTimeout(async () => {
       try {
-        await this._credentials(true); // new password first, so the gap is a single reconnect
+        const fresh = await this._credentials(true);
+        if (this.stopped || this.client !== conn.client) return;
+        const next = await this._connect(fresh, pageSuffix()); // subscribed before we let go
+        if (this.stopped || this.client !== conn.client) {
+          next.client.end(true);
+          return;
+        }
+        next.handover = true;
+        conn.next = next;
         this.stats.tokenRenewals += 1;
-        markRenew();
-        client.end(false); // DISCONNECT politely; the loop reconnects with the new token
+        conn.client.end(false); // DISCONNECT politely; the loop adopts ``next`` at once
       } catch {
-        // Could not renew now (API down): the broker will drop us at expiry and the loop
-        // will retry with back-off; nothing else to do here.
+        // Could not renew now (API or broker down): the broker drops us at expiry and the
+        // loop reconnects with back-off; try again a little later meanwhile.
+        if (!this.stopped && this.client === conn.client) setTimeout(() => this._scheduleRenewal(conn), 5000);
       }
     }, Math.max(0, due));
   }

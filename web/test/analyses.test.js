@@ -3,6 +3,9 @@ import { test } from "node:test";
 
 import { AnalysesStore, fromApi, fromEvent, merge } from "../src/analyses.js";
 import { backoffDelay, reachableWsUrl, refreshLead } from "../src/realtime.js";
+import { loadCatalogs } from "./catalogs.js";
+
+loadCatalogs();
 
 test("a finished analysis never goes back to Processing; progress only moves forward", () => {
   let a = merge(null, { id: "a", status: "Processing", progress: 50 });

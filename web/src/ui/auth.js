@@ -1,7 +1,21 @@
 // Log in / create an account: one form, two buttons (contract §8 hooks).
 
+import { t } from "../i18n.js";
 import { clear, h, icon } from "./dom.js";
 import { ALERT, LEAF } from "./icons.js";
+
+// The server's rules (api/schemas.py), checked here first so a farmer reads what to change
+// before anything is sent.
+const USERNAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$/;
+const PASSWORD_MIN = 8;
+
+/** The catalog key of what is wrong with a new account, or null when it looks fine. */
+export function checkNewAccount(username, password) {
+  if (!USERNAME_RE.test(username)) return username.length < 3 ? "auth.usernameTooShort" : "auth.usernameChars";
+  if (password.length < PASSWORD_MIN) return "auth.passwordTooShort";
+  if (password.toLowerCase() === username.toLowerCase()) return "auth.passwordIsUsername";
+  return null;
+}
 
 export class AuthView {
   /**
@@ -12,26 +26,30 @@ export class AuthView {
   constructor({ login, register }) {
     this.username = h("input", {
       name: "username",
+      id: "auth-username",
       class: "input",
       autocomplete: "username",
       required: true,
       maxlength: "64",
       autocapitalize: "none",
       spellcheck: "false",
+      "aria-describedby": "auth-username-hint",
     });
     this.password = h("input", {
       name: "password",
+      id: "auth-password",
       type: "password",
       class: "input",
       autocomplete: "current-password",
       required: true,
+      "aria-describedby": "auth-password-hint",
     });
-    this.error = h("div", { class: "form-status", role: "alert" });
-    this.loginButton = h("button", { type: "submit", class: "btn btn--primary btn--block", "data-testid": "login" }, "Log in");
+    this.error = h("div", { class: "form-status", role: "alert", "data-testid": "auth-message" });
+    this.loginButton = h("button", { type: "submit", class: "btn btn--primary btn--block", "data-testid": "login" }, t("auth.login"));
     this.registerButton = h(
       "button",
       { type: "button", class: "btn btn--secondary btn--block", "data-testid": "register", onclick: () => this._run("register") },
-      "Create account",
+      t("auth.register"),
     );
     this.handlers = { login, register };
     const form = h(
@@ -44,11 +62,23 @@ export class AuthView {
           this._run("login");
         },
       },
-      h("label", { class: "field" }, h("span", { class: "field__label" }, "Username"), this.username),
-      h("label", { class: "field" }, h("span", { class: "field__label" }, "Password"), this.password),
+      h(
+        "div",
+        { class: "field" },
+        h("label", { class: "field__label", for: "auth-username" }, t("auth.username")),
+        this.username,
+        h("span", { class: "field__hint", id: "auth-username-hint" }, t("auth.usernameHint")),
+      ),
+      h(
+        "div",
+        { class: "field" },
+        h("label", { class: "field__label", for: "auth-password" }, t("auth.password")),
+        this.password,
+        h("span", { class: "field__hint", id: "auth-password-hint" }, t("auth.passwordHint")),
+      ),
       this.error,
       this.loginButton,
-      h("div", { class: "divider" }, h("span", {}, "New here?")),
+      h("div", { class: "divider" }, h("span", {}, t("auth.newHere"))),
       this.registerButton,
     );
     this.el = h(
@@ -57,9 +87,9 @@ export class AuthView {
       h(
         "section",
         { class: "auth__card card" },
-        h("div", { class: "brand brand--large" }, icon(LEAF, "brand__mark"), h("span", {}, "Plantnotify")),
-        h("h1", {}, "Know the moment your plant results are in"),
-        h("p", { class: "muted" }, "Upload a photo of a sick plant. Our analyser takes a few minutes; we notify this browser and your phone as soon as it's done."),
+        h("div", { class: "brand brand--large" }, icon(LEAF, "brand__mark"), h("span", {}, t("app.name"))),
+        h("h1", {}, t("auth.title")),
+        h("p", { class: "muted" }, t("auth.intro")),
         form,
       ),
     );
@@ -78,9 +108,17 @@ export class AuthView {
     const username = this.username.value.trim();
     const password = this.password.value;
     if (!username || !password) {
-      this._error(`Enter a username and a password to ${which === "login" ? "log in" : "create your account"}.`);
+      this._error(t(which === "login" ? "auth.missingLogin" : "auth.missingRegister"));
       (username ? this.password : this.username).focus();
       return;
+    }
+    if (which === "register") {
+      const problem = checkNewAccount(username, password);
+      if (problem) {
+        this._error(t(problem));
+        (problem.startsWith("auth.username") ? this.username : this.password).focus();
+        return;
+      }
     }
     this._busy(true, which);
     this._error(null);
@@ -88,7 +126,7 @@ export class AuthView {
       await this.handlers[which](username, password);
       this.password.value = "";
     } catch (error) {
-      this._error(explain(which, error));
+      this._error(error.message);
     } finally {
       this._busy(false, which);
     }
@@ -98,7 +136,7 @@ export class AuthView {
     this.loginButton.disabled = busy;
     this.registerButton.disabled = busy;
     const button = which === "login" ? this.loginButton : this.registerButton;
-    button.textContent = busy ? (which === "login" ? "Logging in…" : "Creating account…") : which === "login" ? "Log in" : "Create account";
+    button.textContent = busy ? t(which === "login" ? "auth.loggingIn" : "auth.registering") : t(which === "login" ? "auth.login" : "auth.register");
   }
 
   _error(text, kind = "error") {
@@ -108,11 +146,4 @@ export class AuthView {
     this.error.classList.add(`form-status--${kind}`);
     this.error.append(icon(ALERT), h("span", {}, text));
   }
-}
-
-function explain(which, error) {
-  if (which === "login" && error.status === 401) return "Wrong username or password. Check them, or create an account.";
-  if (which === "register" && error.status === 409) return "That username is taken. Choose another one, or log in if it's yours.";
-  if (error.status === 422) return `That doesn't work as a ${which === "login" ? "login" : "new account"}: ${error.message}`;
-  return error.message;
 }

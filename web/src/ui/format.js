@@ -1,23 +1,25 @@
-// Formatting for people: relative times, sizes, crop names, health bands.
+// Formatting for people: relative times, sizes, crop names, health bands (in the catalog's
+// language: src/locales).
 
-const rtf = new Intl.RelativeTimeFormat(undefined, { numeric: "auto" });
+import { locale, t } from "../i18n.js";
 
 export function relativeTime(iso, now = Date.now()) {
-  const t = Date.parse(iso);
-  if (!Number.isFinite(t)) return "";
-  const seconds = Math.round((t - now) / 1000);
+  const at = Date.parse(iso);
+  if (!Number.isFinite(at)) return "";
+  const rtf = new Intl.RelativeTimeFormat(locale(), { numeric: "auto" });
+  const seconds = Math.round((at - now) / 1000);
   const abs = Math.abs(seconds);
-  if (abs < 45) return "just now";
+  if (abs < 45) return t("time.justNow");
   if (abs < 3600) return rtf.format(Math.round(seconds / 60), "minute");
   if (abs < 86400) return rtf.format(Math.round(seconds / 3600), "hour");
   if (abs < 7 * 86400) return rtf.format(Math.round(seconds / 86400), "day");
-  return new Date(t).toLocaleDateString(undefined, { day: "numeric", month: "short", year: "numeric" });
+  return new Date(at).toLocaleDateString(locale(), { day: "numeric", month: "short", year: "numeric" });
 }
 
 export function absoluteTime(iso) {
-  const t = Date.parse(iso);
-  if (!Number.isFinite(t)) return "";
-  return new Date(t).toLocaleString(undefined, {
+  const at = Date.parse(iso);
+  if (!Number.isFinite(at)) return "";
+  return new Date(at).toLocaleString(locale(), {
     day: "numeric",
     month: "short",
     hour: "2-digit",
@@ -35,9 +37,12 @@ export function fileSize(bytes) {
 const NO_CROP = new Set(["", "unknown", "other", "none", "n/a", "unidentified"]);
 
 export function cropName(crop) {
-  if (!crop || typeof crop !== "string") return "Plant";
+  if (!crop || typeof crop !== "string") return t("crop.unknown");
   const clean = crop.replace(/[_-]+/g, " ").trim();
-  return NO_CROP.has(clean.toLowerCase()) ? "Plant" : clean[0].toUpperCase() + clean.slice(1);
+  if (NO_CROP.has(clean.toLowerCase())) return t("crop.unknown");
+  const key = `crop.${clean.toLowerCase()}`;
+  const named = t(key);
+  return named !== key ? named : clean[0].toUpperCase() + clean.slice(1);
 }
 
 /** "good" | "fair" | "poor" | "" for a 0–100 health score. */
@@ -50,7 +55,13 @@ export function healthBand(score) {
 
 export function healthLabel(score) {
   const band = healthBand(score);
-  return { good: "Healthy", fair: "Needs attention", poor: "Unhealthy" }[band] || "";
+  return band ? t(`health.${band}`) : "";
+}
+
+/** What a farmer should do for a band, when the analyser gave no advice of its own. */
+export function healthAdvice(score) {
+  const band = healthBand(score);
+  return band ? t(`advice.${band}`) : "";
 }
 
 /** "Leaf spot" from "leaf_spot"; field names from "primaryConcern" → "Primary concern". */

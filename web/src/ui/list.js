@@ -1,11 +1,17 @@
 // The live list of analyses: one `[data-testid=analysis-row]` per analysis, updated in place.
 
 import { PROCESSING } from "../analyses.js";
+import { t } from "../i18n.js";
 import { cropName, healthBand, healthLabel, relativeTime } from "./format.js";
 import { clear, h, icon } from "./dom.js";
 import { IMAGE, SPROUT } from "./icons.js";
 
-const STATUS_LABEL = { Processing: "Analysing", Completed: "Ready", Failed: "Failed" };
+/** The farmer's word for a status ("Processing" -> "Analysing"). */
+export function statusLabel(status) {
+  const key = `status.${status}`;
+  const text = t(key);
+  return text !== key ? text : String(status);
+}
 
 export class AnalysisList {
   /**
@@ -19,15 +25,15 @@ export class AnalysisList {
     Object.assign(this, { store, imageUrl, onOpen, isUnseen });
     this.rows = new Map();
     this.thumbs = new Map(); // id -> Promise<object URL>
-    this.list = h("ul", { class: "rows", "aria-label": "Your analyses" });
+    this.list = h("ul", { class: "rows", "aria-label": t("list.title") });
     this.empty = h(
       "div",
       { class: "empty" },
       icon(SPROUT, "empty__icon"),
-      h("p", { class: "empty__title" }, "No analyses yet"),
-      h("p", { class: "empty__text" }, "Upload a photo of a leaf or plant. We'll tell you here the moment the result is in."),
+      h("p", { class: "empty__title" }, t("list.emptyTitle")),
+      h("p", { class: "empty__text" }, t("list.emptyText")),
     );
-    this.loading = h("div", { class: "empty empty--loading" }, h("span", { class: "spinner" }), "Loading your analyses…");
+    this.loading = h("div", { class: "empty empty--loading" }, h("span", { class: "spinner" }), t("list.loading"));
     this.el = h("div", { class: "list" }, this.loading, this.list, this.empty);
     this.observer =
       "IntersectionObserver" in window
@@ -79,35 +85,24 @@ export class AnalysisList {
   }
 
   _createRow(analysis) {
-    const thumb = h("div", { class: "thumb" }, icon(IMAGE, "thumb__placeholder"));
+    const thumb = h("span", { class: "thumb" }, icon(IMAGE, "thumb__placeholder"));
     const title = h("span", { class: "row__title" });
     const chip = h("span", { class: "chip" });
-    const newDot = h("span", { class: "new-dot", title: "New result" }, "New");
-    const sub = h("div", { class: "row__sub" });
-    const bar = h("div", { class: "bar bar--row" }, h("div", { class: "bar__fill" }));
-    const score = h("div", { class: "row__score" });
+    const newDot = h("span", { class: "new-dot", title: t("list.newTitle") }, t("list.new"));
+    const sub = h("span", { class: "row__sub" });
+    const bar = h("span", { class: "bar bar--row" }, h("span", { class: "bar__fill" }));
+    const score = h("span", { class: "row__score" });
     const time = h("time", { class: "row__time" });
-    const el = h(
-      "li",
-      {
-        class: "row",
-        "data-testid": "analysis-row",
-        "data-analysis-id": analysis.id,
-        tabindex: "0",
-        role: "button",
-        onclick: () => this.onOpen(analysis.id),
-        onkeydown: (e) => {
-          if (e.key === "Enter" || e.key === " ") {
-            e.preventDefault();
-            this.onOpen(analysis.id);
-          }
-        },
-      },
+    // A list item holding one button (a <li role=button> would hide the list from readers).
+    const button = h(
+      "button",
+      { type: "button", class: "row", onclick: () => this.onOpen(analysis.id) },
       thumb,
-      h("div", { class: "row__main" }, h("div", { class: "row__head" }, title, chip, newDot), sub, bar),
-      h("div", { class: "row__side" }, score, time),
+      h("span", { class: "row__main" }, h("span", { class: "row__head" }, title, chip, newDot), sub, bar),
+      h("span", { class: "row__side" }, score, time),
     );
-    const row = { el, thumb, title, chip, newDot, sub, bar, score, time };
+    const el = h("li", { class: "row-item", "data-testid": "analysis-row", "data-analysis-id": analysis.id }, button);
+    const row = { el, button, thumb, title, chip, newDot, sub, bar, score, time };
     if (this.observer) this.observer.observe(el);
     else this._loadThumb(analysis.id, row);
     return row;
@@ -116,10 +111,10 @@ export class AnalysisList {
   _fill(row, a) {
     const { el } = row;
     el.dataset.status = a.status;
-    el.classList.toggle("row--failed", a.status === "Failed");
-    const crop = cropName(a.cropType);
-    row.title.textContent = crop !== "Plant" ? crop : a.status === PROCESSING ? "New analysis" : "Plant photo";
-    row.chip.textContent = STATUS_LABEL[a.status] || a.status;
+    row.button.classList.toggle("row--failed", a.status === "Failed");
+    const known = a.cropType && cropName(a.cropType) !== t("crop.unknown");
+    row.title.textContent = known ? cropName(a.cropType) : a.status === PROCESSING ? t("list.newAnalysis") : t("list.plantPhoto");
+    row.chip.textContent = statusLabel(a.status);
     row.chip.className = `chip chip--${String(a.status).toLowerCase()}`;
     row.newDot.hidden = !this.isUnseen(a.id);
 
@@ -129,9 +124,9 @@ export class AnalysisList {
       const pct = typeof a.progress === "number" ? a.progress : null;
       row.bar.classList.toggle("bar--indeterminate", pct === null);
       row.bar.firstChild.style.width = pct === null ? "" : `${Math.max(4, pct)}%`;
-      row.sub.textContent = a.stage ? `${stageLabel(a.stage)}${pct !== null ? ` · ${pct}%` : ""}` : "Waiting for the analyser…";
+      row.sub.textContent = a.stage ? `${stageLabel(a.stage)}${pct !== null ? ` · ${pct}%` : ""}` : t("list.waiting");
     } else if (a.status === "Failed") {
-      row.sub.textContent = a.errorMessage || "The analysis could not be completed.";
+      row.sub.textContent = t("failed.short");
     } else {
       row.sub.textContent = a.primaryConcern || (a.overallHealthScore !== null ? healthLabel(a.overallHealthScore) : "");
     }
@@ -141,16 +136,16 @@ export class AnalysisList {
       row.score.append(
         h(
           "span",
-          { class: `score score--${healthBand(a.overallHealthScore)}`, title: "Overall health score" },
+          { class: `score score--${healthBand(a.overallHealthScore)}`, title: t("health.scoreTitle") },
           String(a.overallHealthScore),
-          h("small", {}, "/100"),
+          h("small", {}, t("health.outOf")),
         ),
       );
     }
     const when = a.completedAt || a.failedAt || a.createdAt;
     row.time.dateTime = when || "";
     row.time.dataset.iso = when || "";
-    row.time.textContent = when ? relativeTime(when) : "just now";
+    row.time.textContent = when ? relativeTime(when) : t("time.justNow");
   }
 
   _refreshTimes() {
@@ -189,7 +184,9 @@ export class AnalysisList {
   }
 }
 
+/** The farmer's word for a progress stage; unknown stages read as "Analysing". */
 export function stageLabel(stage) {
-  const s = String(stage).replace(/[_-]+/g, " ").trim();
-  return s ? s[0].toUpperCase() + s.slice(1) : "Analysing";
+  const key = `stage.${String(stage).toLowerCase()}`;
+  const text = t(key);
+  return text !== key ? text : t("status.Processing");
 }

@@ -1,20 +1,33 @@
-// Toasts: one `[data-testid=toast]` per notification (contract §8), newest on top.
+// Toasts: one `[data-testid=toast]` per notification (contract §8), newest nearest the edge.
+//
+// They never cover a control for good: the space they take at the bottom of the screen is
+// reserved (--toast-space: the page gets that much padding and scroll-padding), so anything a
+// farmer scrolls to or tabs to stops above them. On a phone at most two are shown at once.
 
+import { t } from "../i18n.js";
 import { cropName, healthBand } from "./format.js";
 import { h, icon } from "./dom.js";
 import { ALERT, CHECK, CLOSE } from "./icons.js";
 
 const SHOW_MS = 12000;
+const MAX_ON_PHONE = 2;
 
 export class Toasts {
   constructor(root) {
     this.root = root; // an aria-live region
+    const reserve = () => {
+      // From the top of the stack to the bottom of the screen (the stack sits above a margin).
+      const space = this.root.childElementCount ? window.innerHeight - this.root.getBoundingClientRect().top + 8 : 0;
+      document.documentElement.style.setProperty("--toast-space", `${Math.max(0, Math.ceil(space))}px`);
+    };
+    if ("ResizeObserver" in window) new ResizeObserver(reserve).observe(this.root);
+    new MutationObserver(reserve).observe(this.root, { childList: true });
   }
 
   /** @param {{ event: object, onView: () => void }} o */
   showEvent({ event, onView }) {
     const ok = event.event === "AnalysisCompleted";
-    const title = ok ? `${cropName(event.cropType)} analysis is ready` : "Analysis failed";
+    const title = ok ? t("toast.ready", { crop: cropName(event.cropType) }) : t("toast.failed");
     const lines = [];
     if (ok) {
       if (typeof event.overallHealthScore === "number") {
@@ -22,15 +35,13 @@ export class Toasts {
           h(
             "span",
             { class: `score score--${healthBand(event.overallHealthScore)}` },
-            `Health ${event.overallHealthScore}/100`,
+            t("toast.health", { score: event.overallHealthScore }),
           ),
         );
       }
       if (event.primaryConcern) lines.push(h("span", { class: "toast__concern" }, event.primaryConcern));
     } else {
-      lines.push(
-        h("span", { class: "toast__reason" }, event.errorMessage || "The analysis could not be completed."),
-      );
+      lines.push(h("span", { class: "toast__reason" }, t("failed.toast")));
     }
     return this._show({
       kind: ok ? "success" : "error",
@@ -41,7 +52,7 @@ export class Toasts {
         "data-analysis-id": event.analysisId,
         "data-event": event.event,
       },
-      actionLabel: ok ? "View" : "Details",
+      actionLabel: ok ? t("toast.view") : t("toast.details"),
       onAction: onView,
     });
   }
@@ -91,7 +102,7 @@ export class Toasts {
         h("div", { class: "toast__lines" }, lines),
         action,
       ),
-      h("button", { type: "button", class: "icon-btn toast__close", "aria-label": "Dismiss", onclick: dismiss }, icon(CLOSE)),
+      h("button", { type: "button", class: "icon-btn toast__close", "aria-label": t("common.dismiss"), onclick: dismiss }, icon(CLOSE)),
     );
     requestAnimationFrame(() => {
       el.dataset.paintedAt = String(Date.now());
@@ -103,8 +114,19 @@ export class Toasts {
     el.addEventListener("mouseenter", () => clearTimeout(timer));
     el.addEventListener("mouseleave", arm);
     arm();
-    this.root.append(el); // anchored bottom-right: the newest sits nearest the corner
+    this.root.append(el); // anchored at the bottom: the newest sits nearest the edge
+    if (window.matchMedia("(max-width: 700px)").matches) {
+      const shown = [...this.root.children].filter((x) => !x.classList.contains("toast--leaving"));
+      for (const old of shown.slice(0, Math.max(0, shown.length - MAX_ON_PHONE))) old.remove();
+    }
     return el;
+  }
+
+  /** The farmer opened this analysis: its toasts have done their job. */
+  dismissFor(analysisId) {
+    for (const el of this.root.querySelectorAll("[data-analysis-id]")) {
+      if (el.dataset.analysisId === analysisId) el.remove();
+    }
   }
 
   clear() {

@@ -1,10 +1,28 @@
 // The upload card: pick a photo (or drop it), optional crop, a real progress bar.
 
+import { t } from "../i18n.js";
 import { fileSize } from "./format.js";
 import { clear, h, icon } from "./dom.js";
 import { ALERT, CHECK, UPLOAD } from "./icons.js";
 
-const ACCEPT = "image/jpeg,image/png,image/webp,image/heic,image/heif,image/gif,image/bmp,image/tiff";
+// Exactly what the server accepts (api/images.py, GET /config `imageTypes`; a test keeps them
+// equal). HEIC/HEIF is what iPhones take; the server converts it. File extensions are listed
+// too: some browsers do not know HEIC's MIME type and would grey those photos out.
+export const IMAGE_TYPES = ["image/jpeg", "image/png", "image/webp", "image/heic", "image/heif"];
+const EXTENSIONS = { jpg: "image/jpeg", jpeg: "image/jpeg", png: "image/png", webp: "image/webp", heic: "image/heic", heif: "image/heif" };
+export const ACCEPT = [...IMAGE_TYPES, ...Object.keys(EXTENSIONS).map((e) => `.${e}`)].join(",");
+// Formats a phone or camera may produce that we refuse, named so a farmer knows what it is.
+const REFUSED = { "image/gif": "GIF", "image/bmp": "BMP", "image/tiff": "TIFF", "image/svg+xml": "SVG", "image/avif": "AVIF" };
+
+/** null when ``file`` looks acceptable, else the catalog key and parameters of why not. */
+export function checkPhoto(file) {
+  const ext = (file.name.split(".").pop() || "").toLowerCase();
+  const type = (file.type || EXTENSIONS[ext] || "").toLowerCase();
+  if (IMAGE_TYPES.includes(type) || EXTENSIONS[ext]) return null;
+  if (REFUSED[type]) return ["upload.refusedFormat", { format: REFUSED[type] }];
+  if (type.startsWith("image/")) return ["upload.refusedFormat", { format: type.slice(6).toUpperCase() }];
+  return ["upload.notAPhoto", { name: file.name }];
+}
 
 export class UploadCard {
   /**
@@ -30,9 +48,9 @@ export class UploadCard {
       "div",
       { class: "drop__prompt" },
       icon(UPLOAD, "drop__icon"),
-      h("strong", {}, "Choose a photo"),
-      h("span", { class: "muted" }, " or drop it here"),
-      h("div", { class: "muted small" }, "A sharp, well-lit photo of one leaf works best. JPEG, PNG or WebP."),
+      h("strong", {}, t("upload.choose")),
+      h("span", { class: "muted hide-narrow" }, t("upload.orDrop")),
+      h("div", { class: "muted small" }, t("upload.tip")),
     );
     this.drop = h("label", { class: "drop", for: "image-input" }, this.dropLabel, this.preview);
     for (const type of ["dragenter", "dragover"]) {
@@ -53,7 +71,8 @@ export class UploadCard {
       type: "text",
       name: "cropType",
       class: "input",
-      placeholder: "e.g. tomato (optional)",
+      id: "crop-input",
+      placeholder: t("upload.cropPlaceholder"),
       maxlength: "64",
       autocomplete: "off",
       list: "crop-suggestions",
@@ -63,13 +82,13 @@ export class UploadCard {
       { id: "crop-suggestions" },
       ["tomato", "potato", "pepper", "maize", "wheat", "rice", "grape", "apple", "cassava", "coffee"].map((c) => h("option", { value: c })),
     );
-    this.button = h("button", { type: "submit", class: "btn btn--primary", "data-testid": "upload", disabled: true }, "Analyse photo");
+    this.button = h("button", { type: "submit", class: "btn btn--primary", "data-testid": "upload", disabled: true }, t("upload.submit"));
     this.progressText = h("span", { class: "progress__text" });
     this.progressFill = h("div", { class: "bar__fill" });
     this.progress = h(
       "div",
       { class: "progress", hidden: true, "data-testid": "upload-progress" },
-      h("div", { class: "bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": "100" }, this.progressFill),
+      h("div", { class: "bar", role: "progressbar", "aria-label": t("upload.progressLabel"), "aria-valuemin": "0", "aria-valuemax": "100" }, this.progressFill),
       this.progressText,
     );
     this.status = h("div", { class: "form-status", role: "status" });
@@ -79,12 +98,12 @@ export class UploadCard {
       { class: "upload", onsubmit: (e) => this._submit(e), novalidate: true },
       this.input,
       this.drop,
-      h("label", { class: "field" }, h("span", { class: "field__label" }, "Crop"), this.crop, suggestions),
+      h("div", { class: "field" }, h("label", { class: "field__label", for: "crop-input" }, t("upload.crop")), this.crop, suggestions),
       h("div", { class: "upload__actions" }, this.button),
       this.progress,
       this.status,
     );
-    this.el = h("section", { class: "card upload-card" }, h("h2", {}, "New analysis"), h("p", { class: "muted" }, "Results usually arrive in 2–5 minutes. Keep working: we'll notify you."), this.form);
+    this.el = h("section", { class: "card upload-card", "aria-labelledby": "upload-title" }, h("h2", { id: "upload-title" }, t("upload.title")), h("p", { class: "muted" }, t("upload.intro")), this.form);
   }
 
   _choose(file) {
@@ -98,15 +117,18 @@ export class UploadCard {
       this.button.disabled = true;
       return;
     }
-    if (file.type && !file.type.startsWith("image/")) {
-      this._setStatus("error", `“${file.name}” is not an image. Choose a JPEG, PNG or WebP photo.`);
+    const problem = checkPhoto(file);
+    if (problem) {
+      this._setStatus("error", t(...problem));
       this.button.disabled = true;
       return;
     }
     this.previewUrl = URL.createObjectURL(file);
+    // Browsers other than Safari cannot draw HEIC: show the file's name without a broken image.
+    const img = h("img", { src: this.previewUrl, alt: "", onerror: () => img.remove() });
     this.preview.append(
-      h("img", { src: this.previewUrl, alt: "" }),
-      h("div", { class: "drop__file" }, h("strong", {}, file.name), h("span", { class: "muted" }, fileSize(file.size)), h("span", { class: "link" }, "Change photo")),
+      img,
+      h("div", { class: "drop__file" }, h("strong", {}, file.name), h("span", { class: "muted" }, fileSize(file.size)), h("span", { class: "link" }, t("upload.change"))),
     );
     this.button.disabled = false;
   }
@@ -116,7 +138,7 @@ export class UploadCard {
     if (!this.file || this.busy) return;
     this.busy = true;
     this.button.disabled = true;
-    this.button.textContent = "Uploading…";
+    this.button.textContent = t("upload.sending");
     this._setStatus(null);
     this.progress.hidden = false;
     this._progress(0, this.file.size);
@@ -128,13 +150,13 @@ export class UploadCard {
       this.input.value = "";
       this.crop.value = "";
       this._choose(null);
-      this._setStatus("ok", "Uploaded. We're analysing it now — you'll get a notification when it's ready.");
+      this._setStatus("ok", t("upload.done"));
     } catch (error) {
-      this._setStatus("error", error.message || "The upload failed. Try again.");
+      this._setStatus("error", error.message || t("upload.failed"));
       this.button.disabled = false;
     } finally {
       this.busy = false;
-      this.button.textContent = "Analyse photo";
+      this.button.textContent = t("upload.submit");
       setTimeout(() => {
         if (!this.busy) this.progress.hidden = true;
       }, 1200);
@@ -145,7 +167,7 @@ export class UploadCard {
     const pct = total ? Math.round((loaded / total) * 100) : 0;
     this.progressFill.style.width = `${pct}%`;
     this.progress.querySelector(".bar").setAttribute("aria-valuenow", String(pct));
-    this.progressText.textContent = pct >= 100 ? "Upload complete" : `Uploading… ${pct}% of ${fileSize(total)}`;
+    this.progressText.textContent = pct >= 100 ? t("upload.complete") : t("upload.progress", { pct, size: fileSize(total) });
   }
 
   _setStatus(kind, text) {
