@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +22,8 @@ class Login:
     user_id: str
     access_token: str
     expires_at: float  # unix seconds
+    refresh_token: str | None = None
+    lifetime: float = 3600.0  # seconds the access token was issued for
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +64,9 @@ class RealtimeGrant:
 
 
 class ApiClient:
-    """Logs in with a username and password and logs in again when the access token ends."""
+    """Logs in once, then renews the access token with the rotating refresh token before it
+    ends (``POST /auth/refresh``). Only when the server refuses the refresh (the session was
+    ended elsewhere, or expired) does it log in again, and it says so on stderr."""
 
     def __init__(self, base_url: str, username: str, password: str, timeout: float = 10.0):
         self.base_url = base_url.rstrip("/")
@@ -68,8 +74,17 @@ class ApiClient:
         self._password = password
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         self.login: Login | None = None
+        self.renewals = 0  # silent renewals with the refresh token
+        self.relogins = 0  # sessions that ended and were started again with the password
 
     def close(self) -> None:
+        """Log out (revokes the refresh token on the server), then close the connection."""
+        if self.login is not None and self.login.refresh_token:
+            with contextlib.suppress(httpx.HTTPError):  # best effort: it expires on its own
+                self._http.post(
+                    API_PREFIX + "/auth/logout", json={"refreshToken": self.login.refresh_token}
+                )
+        self.login = None
         self._http.close()
 
     # --- calls ----------------------------------------------------------------------------
@@ -81,13 +96,40 @@ class ApiClient:
             json={"username": self._username, "password": self._password},
             auth=False,
         )
+        return self._store(body)
+
+    def renew(self) -> bool:
+        """Renew with the refresh token; False when the server ended the session."""
+        if self.login is None or not self.login.refresh_token:
+            return False
         try:
-            self.login = Login(
-                user_id=str(body["userId"]),
-                access_token=str(body["accessToken"]),
-                expires_at=time.time() + int(body.get("expiresIn", 3600)),
+            response = self._http.post(
+                API_PREFIX + "/auth/refresh", json={"refreshToken": self.login.refresh_token}
             )
-        except (KeyError, TypeError, ValueError):
+        except httpx.HTTPError as exc:
+            raise WatchError(
+                f"cannot reach the API at {self.base_url} ({type(exc).__name__}) to renew the "
+                "session"
+            ) from None
+        if response.status_code in (400, 401, 403, 422):
+            return False
+        if response.status_code >= 300:
+            raise WatchError(self._explain("/auth/refresh", response))
+        self._store(response.json(), user_id=self.login.user_id)
+        self.renewals += 1
+        return True
+
+    def _store(self, body: Any, user_id: str | None = None) -> Login:
+        try:
+            lifetime = int(body.get("expiresIn", 3600))
+            self.login = Login(
+                user_id=str(body.get("userId") or user_id),
+                access_token=str(body["accessToken"]),
+                expires_at=time.time() + lifetime,
+                refresh_token=body.get("refreshToken"),
+                lifetime=lifetime,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise WatchError("the API's login answer has no userId/accessToken") from None
         return self.login
 
@@ -105,12 +147,23 @@ class ApiClient:
     # --- plumbing -------------------------------------------------------------------------
 
     def _token(self) -> str:
-        # Log in again shortly before the access token ends (the realtime token may not
-        # outlive it, so a stale login would shorten every MQTT session).
-        if self.login is None or time.time() >= self.login.expires_at - 30:
+        # Renew shortly before the access token ends: with 20 % of its life left, at most 30 s.
+        if self.login is None:
             self.log_in()
+        elif time.time() >= self.login.expires_at - min(30.0, self.login.lifetime * 0.2):
+            self._renew_or_log_in()
         assert self.login is not None
         return self.login.access_token
+
+    def _renew_or_log_in(self) -> None:
+        if not self.renew():
+            print(
+                "plantnotify watch: the login session ended (logged out elsewhere or expired); "
+                "logging in again",
+                file=sys.stderr,
+            )
+            self.relogins += 1
+            self.log_in()
 
     def _call(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> Any:
         for attempt in (1, 2):
@@ -123,7 +176,7 @@ class ApiClient:
                     "--api (or PLANTNOTIFY_API) and that `plantnotify api` is running"
                 ) from None
             if response.status_code == 401 and auth and attempt == 1:
-                self.login = None  # revoked or expired early: log in once more
+                self._renew_or_log_in()  # expired or revoked early: renew once, then retry
                 continue
             break
         if response.status_code >= 400:

@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -28,6 +30,7 @@ from plantnotify.watch.output import JsonLines
 from plantnotify.watch.watcher import Watcher, WatchOptions
 from tests.support.live_stack import (
     REALTIME_TOKEN_TTL,
+    ApiServer,
     LiveStack,
     ServiceSubscriber,
     leaf_jpeg,
@@ -250,3 +253,35 @@ def test_cli_says_what_to_do_on_bad_credentials(
         == 1
     )
     assert "cannot reach the API" in capsys.readouterr().err
+
+
+def test_the_api_client_renews_with_the_refresh_token_not_the_password(
+    live_stack: LiveStack, account: tuple[str, str, str]
+) -> None:
+    username, password, user_id = account
+    settings = live_stack.settings.model_copy(update={"access_token_ttl_seconds": 3})
+    server = ApiServer(settings).start()
+    api = ApiClient(server.url, username, password)
+    try:
+        first = api.log_in()
+        assert first.refresh_token
+        time.sleep(2.6)  # inside the renewal margin (20 % of 3 s)
+        grant = api.realtime_grant()
+        assert grant.username == user_id
+        assert api.renewals == 1 and api.relogins == 0
+        assert api.login is not None and api.login.refresh_token != first.refresh_token
+        # Ended elsewhere: the next renewal is refused; it says so and logs in again.
+        r = httpx.post(
+            f"{server.url}/api/v1/auth/logout-all",
+            headers={"Authorization": f"Bearer {api.login.access_token}"},
+        )
+        assert r.status_code == 204
+        time.sleep(2.6)
+        api.realtime_grant()
+        assert api.relogins == 1
+        spent = api.login.refresh_token
+    finally:
+        api.close()  # logs out: the refresh token is revoked
+        server.stop()
+    r = httpx.post(f"{live_stack.api_url}/api/v1/auth/refresh", json={"refreshToken": spent})
+    assert r.status_code == 401
