@@ -25,6 +25,7 @@ from plantnotify.broker.config import BrokerLayout, find_plugin, write_config
 from plantnotify.broker.process import BrokerProcess
 from plantnotify.net import free_port, port_open
 from plantnotify.settings import Settings, load_settings
+from worker.stages import VARIABLE as STAGES_VARIABLE
 
 
 def bench_settings(ctx: BenchContext, **overrides: Any) -> Settings:
@@ -157,6 +158,7 @@ def start_service(
     ready_port: int | None = None,
     wait: bool = True,
     timeout: float = 60.0,
+    env: dict[str, str] | None = None,
 ) -> Service:
     """Start ``plantnotify <command>`` with ``settings``; ready when ``ready_port`` accepts
     (waited for here unless ``wait`` is false: then call :meth:`Service.wait_ready`)."""
@@ -168,7 +170,7 @@ def start_service(
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
-        env=service_env(settings),
+        env=service_env(settings, **(env or {})),
     )
     service = Service(name, proc, log_path, ready_port)
     ctx.on_close(service.stop)
@@ -204,6 +206,7 @@ def our_stack(ctx: BenchContext) -> Stack:
             metrics_port_worker=free_port(),
             metrics_port_bridge=free_port(),
             fcm_emulator_port=free_port(),
+            standin_port=free_port(),
             api_port=api_port,
             public_base_url=f"http://127.0.0.1:{api_port}",
         )
@@ -214,6 +217,8 @@ def our_stack(ctx: BenchContext) -> Stack:
             settings,
             ready_port=settings.metrics_port_worker,
             wait=False,
+            # Per-event stage times for the realpath scenario (about a microsecond a stage).
+            env={STAGES_VARIABLE: str(ctx.log_dir / "worker-stages.txt")},
         )
         return Stack(broker, settings, worker)
 

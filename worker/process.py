@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from plantnotify.contracts.queues import AnalysisJob
 from plantnotify.logs import log_context
-from worker import faults, metrics
+from worker import faults, metrics, stages
 from worker.n8n import Cancelled, N8nAnswer, N8nClient, N8nRequest
 from worker.store import ClaimState, JobStore, Outcome, Work
 
@@ -198,6 +198,7 @@ class JobProcessor:
 
     def _finish(self, work: Work, outcome: Outcome) -> Result:
         event = self.store.finish(work, outcome)
+        stages.record(work.analysis_id, "committed")
         if event is None:
             # Someone else took the lease over (we stalled past it); their result stands.
             metrics.JOBS.labels(outcome="held_elsewhere").inc()

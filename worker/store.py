@@ -28,6 +28,7 @@ from plantnotify.contracts.events import (
 )
 from plantnotify.db.models import Analysis, AnalysisImage, EventRow
 from plantnotify.db.session import transaction
+from worker import stages
 from worker.presence import owner_alive
 
 log = logging.getLogger("plantnotify.worker.store")
@@ -252,6 +253,7 @@ class JobStore:
         self, s: Session, row: Analysis, outcome: Outcome
     ) -> AnalysisCompleted | AnalysisFailed:
         at: datetime = utcnow()
+        stages.record(row.id, "completed")
         row.lease_owner = None
         row.lease_expires_at = None
         row.updated_at = at

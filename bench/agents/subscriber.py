@@ -22,10 +22,13 @@ threading.Thread(target=_loop.run_forever, name="devices", daemon=True).start()
 _clients: list[LeanClient] = []
 _received: dict[str, int] = {}
 _duplicates = 0
+_match: bytes | None = None  # only messages whose payload contains these bytes count
 
 
 def _on_publish(topic: str, payload: bytes, now: int) -> None:
     global _duplicates
+    if _match is not None and _match not in payload:
+        return
     key = topic.rsplit("/", 1)[-1]
     if key in _received:
         _duplicates += 1
@@ -58,6 +61,9 @@ async def _connect(args: dict[str, Any]) -> None:
 
 
 def connect(args: dict[str, Any]) -> dict[str, Any]:
+    global _match
+    if args.get("match"):
+        _match = str(args["match"]).encode()
     started = time.monotonic()
     _run(_connect(args), float(args.get("connect_timeout", 60)))
     return {"clients": len(_clients), "seconds": time.monotonic() - started}

@@ -14,6 +14,7 @@ ORDER = [
     "mass_disconnect",
     "amqtt",
     "e2e_latency",
+    "realpath",
     "fallback",
     "polling",
 ]

@@ -37,9 +37,11 @@ class _Ack:
     def __init__(self) -> None:
         self._done = threading.Event()
         self._error: MqttError | None = None
+        self.acked_ns = 0  # CLOCK_MONOTONIC when the acknowledgement (or failure) was read
 
     def _resolve(self, error: MqttError | None = None) -> None:
         if not self._done.is_set():
+            self.acked_ns = time.monotonic_ns()
             self._error = error
             self._done.set()
 
