@@ -44,7 +44,12 @@ OUTBOX_DELAY = Histogram(
     "Time from an event's commit to its PUBACK.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
 )
-OUTBOX_LEADER = Gauge("plantnotify_outbox_leader", "1 while this process is the outbox publisher.")
+OUTBOX_LEADER = Gauge(
+    "plantnotify_outbox_leader", "1 while this process leads at least one outbox partition."
+)
+OUTBOX_PARTITIONS_LED = Gauge(
+    "plantnotify_outbox_partitions_led", "Outbox partitions this process publishes right now."
+)
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

@@ -3,21 +3,30 @@
 - **Source of truth**: ``events`` rows with ``published_at IS NULL``, in ``seq`` order. A row is
   marked published only after the broker's PUBACK; a crash in between publishes it again
   (clients de-duplicate on ``eventId``).
-- **One publisher at a time** (per-analysis order): the process holding the session-level
-  advisory lock ``(OUTBOX_LOCK_CLASS, 1)`` leads; the others retry every second or so, and
-  PostgreSQL frees the lock the moment the leader's connection dies, so a follower takes over
-  within about a second and publishes whatever the dead leader had left.
+- **Partitions** (per-analysis order, publishing shared by processes): an event belongs to
+  partition ``hashtext(analysis_id) mod OUTBOX_PARTITIONS`` (fixed), so all events of one
+  analysis are in one partition. Each partition has its own leader: the process holding the
+  session-level advisory lock ``(OUTBOX_LOCK_CLASS, PARTITION_KEY_BASE + k)``. Every publisher
+  process is a *member* (it holds ``(OUTBOX_LOCK_CLASS, 1)`` in shared mode: an older,
+  single-leader publisher holds it exclusively, so the two designs never publish at once) and
+  takes its fair share, ``ceil(partitions / members)``, every second: one that holds more
+  gives the extras back (with nothing in flight), one that holds fewer takes free ones. When a
+  leader dies PostgreSQL frees its locks with its connection and the others take its
+  partitions over within about a second, publishing whatever it had left.
+- **Pipelined**: a process publishes all its partitions over one MQTT connection, in ``seq``
+  order. The next batch is fetched while the previous one's PUBACKs are still coming; the
+  acknowledged prefix is marked published with one UPDATE. If a publish fails, only the prefix
+  before it is marked, so nothing is ever re-sent out of order (a retained message must never
+  go back to an older event).
 - **Woken at once**: in-process by :meth:`wake` (right after a commit) and across processes by
-  ``NOTIFY plantnotify_events`` (a trigger on ``events``, delivered at commit); a periodic sweep
-  is the safety net.
-- **Throughput**: a batch goes out with many publishes in flight, then one UPDATE marks the
-  acknowledged prefix. If a publish fails, only the prefix before it is marked, so nothing is
-  ever re-sent out of order (a retained message must never go back to an older event).
+  ``NOTIFY plantnotify_events`` (a trigger on ``events``, delivered at commit); no poll
+  interval: the periodic sweep is only the safety net.
 - **Broker restarts**: the broker's plugin retains a ``BrokerBoot`` with a fresh ``bootId`` on
-  every start. When the leader sees a boot id other than the one whose state it last rebuilt
-  (kept in ``outbox_state``), it re-publishes the latest unexpired event of every analysis, with
-  its remaining expiry, so the broker's retained state matches the database again even when the
-  broker lost it (Mosquitto only saves to disk every ``autosave_interval``).
+  every start. When a leader sees a boot id other than the one whose state was last rebuilt for
+  its partition (kept in ``outbox_state``), it re-publishes the latest unexpired event of every
+  analysis of that partition, with its remaining expiry, so the broker's retained state matches
+  the database again even when the broker lost it (Mosquitto only saves to disk every
+  ``autosave_interval``).
 """
 
 from __future__ import annotations
@@ -31,24 +40,31 @@ import select
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+from psycopg2.extensions import cursor as Cursor
 
 from plantnotify.contracts.events import BrokerBoot, InvalidPayload, parse_event
 from plantnotify.contracts.topics import BROKER_BOOT_TOPIC, analysis_topic
 from plantnotify.mqtt import ConnectOptions, Message, MqttClient, MqttError
 from plantnotify.mqtt.client import PublishHandle
-from worker import metrics
+from worker import metrics, stages
 from worker.presence import OUTBOX_LOCK_CLASS, connect_raw
 
 log = logging.getLogger("plantnotify.worker.outbox")
 
 EVENTS_CHANNEL = "plantnotify_events"  # spelled in migration worker01 (the trigger) as well
-REBUILT_BOOT_KEY = "rebuilt_boot_id"
-OUTBOX_LOCK_KEY = 1
+REBUILT_BOOT_KEY = "rebuilt_boot_id"  # + "/p<k>": the boot whose state partition k rebuilt
+MEMBER_LOCK_KEY = 1  # shared by every publisher (the old single leader held it exclusively)
+PARTITION_KEY_BASE = 100  # partition k's leader lock: (OUTBOX_LOCK_CLASS, 100 + k)
+OUTBOX_PARTITIONS = 8  # fixed: every process must agree, so it is not a setting
+# An event's partition in SQL is mod(hashtext(analysis_id) & 2147483647, 8), written out in
+# the queries below (the 8 is OUTBOX_PARTITIONS; the queries are literal strings).
+FINAL_EVENTS = ("AnalysisCompleted", "AnalysisFailed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +74,8 @@ class _Row:
     payload: bytes
     expiry: int  # seconds left; <= 0: expired, not published
     age: float  # seconds since the commit
+    analysis_id: str = ""
+    final: bool = False  # Completed/Failed (stage-timed by the bench)
 
 
 def render(payload: dict[str, Any]) -> bytes:
@@ -67,6 +85,107 @@ def render(payload: dict[str, Any]) -> bytes:
     except InvalidPayload:
         log.warning("stored event does not match the contract models; sending it as stored")
         return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def fair_share(members: int) -> int:
+    """Partitions one of ``members`` publisher processes leads."""
+    return math.ceil(OUTBOX_PARTITIONS / max(1, members))
+
+
+# --- SQL (the publisher's own autocommit connection) ----------------------------------------
+
+
+def sql_join(cur: Cursor) -> bool:
+    """Become a member (shared lock); False while an old-style single leader holds it."""
+    cur.execute("SELECT pg_try_advisory_lock_shared(%s, %s)", (OUTBOX_LOCK_CLASS, MEMBER_LOCK_KEY))
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def sql_members(cur: Cursor) -> int:
+    cur.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid = %s AND objid = %s AND objsubid = 2",
+        (OUTBOX_LOCK_CLASS, MEMBER_LOCK_KEY),
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row else 1
+
+
+def sql_try_partition(cur: Cursor, k: int) -> bool:
+    cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (OUTBOX_LOCK_CLASS, PARTITION_KEY_BASE + k))
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def sql_release_partition(cur: Cursor, k: int) -> None:
+    cur.execute("SELECT pg_advisory_unlock(%s, %s)", (OUTBOX_LOCK_CLASS, PARTITION_KEY_BASE + k))
+
+
+def sql_fetch_unpublished(
+    cur: Cursor, partitions: list[int], after_seq: int, limit: int
+) -> list[tuple[Any, ...]]:
+    cur.execute(
+        "SELECT seq, user_id, analysis_id, payload, "
+        "EXTRACT(EPOCH FROM expires_at - now()), EXTRACT(EPOCH FROM now() - created_at) "
+        "FROM events WHERE published_at IS NULL AND seq > %s "
+        "AND mod(hashtext(analysis_id) & 2147483647, 8) = ANY(%s) ORDER BY seq LIMIT %s",
+        (after_seq, partitions, limit),
+    )
+    return cur.fetchall()
+
+
+def sql_mark_published(cur: Cursor, seqs: list[int]) -> None:
+    # Losing this mark in a database crash only means publishing again (clients de-duplicate
+    # on eventId), so it need not wait for the WAL flush.
+    cur.execute(
+        "BEGIN; SET LOCAL synchronous_commit = off; "
+        "UPDATE events SET published_at = now() WHERE seq = ANY(%s); COMMIT",
+        (seqs,),
+    )
+
+
+def sql_lag_seconds(cur: Cursor) -> float:
+    cur.execute(
+        "SELECT EXTRACT(EPOCH FROM now() - created_at) FROM events "
+        "WHERE published_at IS NULL ORDER BY seq LIMIT 1"
+    )
+    row = cur.fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def sql_rebuilt_boots(cur: Cursor, partitions: list[int]) -> dict[int, str]:
+    keys = {f"{REBUILT_BOOT_KEY}/p{k}": k for k in partitions}
+    cur.execute("SELECT key, value FROM outbox_state WHERE key = ANY(%s)", (list(keys),))
+    return {keys[key]: value for key, value in cur.fetchall()}
+
+
+def sql_set_rebuilt_boot(cur: Cursor, partition: int, boot: str) -> None:
+    cur.execute(
+        "INSERT INTO outbox_state (key, value, updated_at) VALUES (%s, %s, now()) "
+        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+        (f"{REBUILT_BOOT_KEY}/p{partition}", boot),
+    )
+
+
+def sql_fetch_latest(
+    cur: Cursor, partition: int, after_analysis: str, limit: int
+) -> list[tuple[Any, ...]]:
+    """The newest published, unexpired event of each analysis of a partition (keyset)."""
+    cur.execute(
+        "SELECT DISTINCT ON (analysis_id) seq, user_id, analysis_id, payload, "
+        "EXTRACT(EPOCH FROM expires_at - now()), 0 "
+        "FROM events WHERE published_at IS NOT NULL AND expires_at > now() "
+        "AND analysis_id > %s AND mod(hashtext(analysis_id) & 2147483647, 8) = %s "
+        "ORDER BY analysis_id, seq DESC LIMIT %s",
+        (after_analysis, partition, limit),
+    )
+    return cur.fetchall()
+
+
+class _Failed(Exception):
+    """A publish was refused or not acknowledged: stop, publish again later (in order)."""
 
 
 class OutboxPublisher:
@@ -95,15 +214,18 @@ class OutboxPublisher:
         self._wake_w.setblocking(False)
         self._conn: psycopg2.extensions.connection | None = None
         self._leader = threading.Event()
+        self._owned: list[int] = []  # partitions this process leads (publisher thread only)
+        self._next_rebalance = 0.0
         self._boot_lock = threading.Lock()
         self._seen_boot: str | None = None
-        self._rebuilt_boot: str | None = None
+        self._rebuilt: dict[int, str] = {}  # partition -> boot whose state it rebuilt
+        self._more = False  # the last drain stopped with rows left (time budget)
         self._thread: threading.Thread | None = None
 
     # --- control (any thread) -------------------------------------------------------------
 
     def start(self, *, lead: bool = True) -> OutboxPublisher:
-        """Connect, and (unless ``lead`` is False: fault injection) compete for leadership."""
+        """Connect, and (unless ``lead`` is False: fault injection) take a share of partitions."""
         self.mqtt.start()
         if lead:
             self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
@@ -134,10 +256,25 @@ class OutboxPublisher:
 
     @property
     def is_leader(self) -> bool:
+        """This process leads at least one partition."""
         return self._leader.is_set()
+
+    @property
+    def partitions(self) -> list[int]:
+        """The partitions this process leads right now."""
+        return list(self._owned)
 
     def wait_leader(self, timeout: float) -> bool:
         return self._leader.wait(timeout)
+
+    def wait_partitions(self, count: int, timeout: float) -> bool:
+        """Wait until this process leads ``count`` partitions (tests, rebalancing)."""
+        deadline = time.monotonic() + timeout
+        while len(self._owned) != count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     # --- MQTT thread: hand the boot id over ------------------------------------------------
 
@@ -161,7 +298,7 @@ class OutboxPublisher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if self._become_leader():
+                if self._join():
                     self._lead()
                     self._resign()
             except psycopg2.Error as exc:
@@ -173,26 +310,67 @@ class OutboxPublisher:
             self._stop.wait(self._leader_retry)
         self._resign()
 
-    def _become_leader(self) -> bool:
-        """Try the leader lock (keeping one idle connection between tries as a follower)."""
+    def _join(self) -> bool:
+        """Become a publisher member (keeping one idle connection between tries)."""
         if self._conn is None:
             self._conn = connect_raw(self._url, name="plantnotify-outbox")
         with self._conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (OUTBOX_LOCK_CLASS, OUTBOX_LOCK_KEY))
-            row = cur.fetchone()
-            if not row or not row[0]:
+            if not sql_join(cur):
                 return False
             cur.execute(f"LISTEN {EVENTS_CHANNEL}")
-        self._leader.set()
-        metrics.OUTBOX_LEADER.set(1)
-        log.info("this process is now the outbox publisher (pid %d)", os.getpid())
+        self._next_rebalance = 0.0
         return True
 
+    def _rebalance(self) -> None:
+        """Take this process's fair share of the partitions; give back what is over it.
+
+        Runs between drains, so nothing of a partition given back is in flight."""
+        now = time.monotonic()
+        if now < self._next_rebalance:
+            return
+        self._next_rebalance = now + self._leader_retry
+        assert self._conn is not None
+        before = list(self._owned)
+        with self._conn.cursor() as cur:
+            share = fair_share(sql_members(cur))
+            while len(self._owned) > share:
+                k = self._owned.pop()
+                sql_release_partition(cur, k)
+            if len(self._owned) < share:
+                # Start at a different place in every process, so joiners don't collide.
+                offset = os.getpid() % OUTBOX_PARTITIONS
+                for i in range(OUTBOX_PARTITIONS):
+                    k = (offset + i) % OUTBOX_PARTITIONS
+                    if k in self._owned:
+                        continue
+                    if sql_try_partition(cur, k):
+                        self._owned.append(k)
+                        self._rebuilt.pop(k, None)  # find out again whether it needs one
+                        if len(self._owned) >= share:
+                            break
+        self._owned.sort()
+        if self._owned != before:
+            log.info(
+                "outbox partitions led by this process (pid %d): %s",
+                os.getpid(),
+                ",".join(map(str, self._owned)) or "none",
+            )
+            self.wake()
+        if self._owned:
+            self._leader.set()
+        else:
+            self._leader.clear()
+        metrics.OUTBOX_LEADER.set(1 if self._owned else 0)
+        metrics.OUTBOX_PARTITIONS_LED.set(len(self._owned))
+
     def _resign(self) -> None:
-        """Leaving :meth:`_lead` means the connection failed or we stop: drop it (and the lock)."""
+        """Leaving :meth:`_lead` means the connection failed or we stop: drop it (and the locks)."""
         was_leader = self._leader.is_set()
         self._leader.clear()
+        self._owned = []
+        self._rebuilt.clear()
         metrics.OUTBOX_LEADER.set(0)
+        metrics.OUTBOX_PARTITIONS_LED.set(0)
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(psycopg2.Error):
@@ -203,13 +381,18 @@ class OutboxPublisher:
     def _lead(self) -> None:
         conn = self._conn
         assert conn is not None
+        self._rebalance()
         done = self._step()
         while not self._stop.is_set():
             # psycopg2 reads NOTIFYs off the socket whenever it runs a query, so one that
             # arrived while the last step ran its queries sits in conn.notifies and select()
             # will not wake for it; its event may have committed after the step's last SELECT
             # (the bench saw such events wait for the sweep, 5 s). Step again at once then.
-            timeout = 0.0 if conn.notifies else (self._sweep if done else 0.2)
+            if conn.notifies or self._more:
+                timeout = 0.0
+            else:
+                timeout = self._sweep if done else 0.2
+                timeout = min(timeout, max(0.0, self._next_rebalance - time.monotonic()))
             conn.notifies.clear()
             readable, _, _ = select.select([conn, self._wake_r], [], [], timeout)
             if conn in readable:
@@ -221,21 +404,22 @@ class OutboxPublisher:
                         pass
                 except BlockingIOError:
                     pass
-            if not readable and timeout > 0:
-                # Quiet: check the connection (and our lock) is still alive.
-                with conn.cursor() as cur:
-                    cur.execute("SELECT 1")
+            if time.monotonic() >= self._next_rebalance:
+                self._rebalance()  # also checks the connection (and our locks) is alive
             done = self._step()
 
     def _step(self) -> bool:
-        """Drain the outbox and rebuild retained state if needed; True when all is done."""
+        """Drain our partitions and rebuild retained state if needed; True when all is done."""
+        if not self._owned:
+            self._more = False
+            return True
         if not self.mqtt.is_connected:
             self._update_lag()
             return False
         drained = self._drain()
         if drained and self._rebuild_pending():
             drained = self._rebuild_if_needed() and self._drain()
-        if drained:
+        if drained and not self._more:
             metrics.OUTBOX_LAG.set(0)
         else:
             self._update_lag()
@@ -243,72 +427,123 @@ class OutboxPublisher:
 
     # --- publishing -----------------------------------------------------------------------
 
-    def _drain(self) -> bool:
-        """Publish unpublished events in ``seq`` order; True when none is left."""
-        while not self._stop.is_set():
-            rows = self._fetch_unpublished()
-            if not rows:
-                return True
-            done = self._publish(rows)
-            if done:
-                self._mark_published([r.seq for r in rows[:done]])
-                metrics.EVENTS_PUBLISHED.inc(sum(1 for r in rows[:done] if r.expiry > 0))
-                for r in rows[:done]:
-                    metrics.OUTBOX_DELAY.observe(r.age)
-            if done < len(rows):
-                return False
-            if len(rows) < self._batch:
-                return True
-        return False
+    def _drain(self, budget: float = 1.0) -> bool:
+        """Publish unpublished events of our partitions in ``seq`` order; False on a failure.
 
-    def _publish(self, rows: list[_Row]) -> int:
-        """Publish rows with many in flight; the number of rows, from the first, that made it."""
-        handles: list[PublishHandle | None] = []
+        A pipeline: the next batch is fetched and published while the PUBACKs of the previous
+        ones are still coming; the acknowledged prefix is marked published. Returns after about
+        ``budget`` seconds with ``self._more`` set if rows are left (so rebalancing and the
+        broker's boot are looked at), and only with nothing in flight."""
+        assert self._conn is not None
+        inflight: deque[tuple[_Row, PublishHandle | None]] = deque()
+        cursor = 0
+        more = True
+        deadline = time.monotonic() + budget
+        self._more = False
+        try:
+            while not self._stop.is_set():
+                if more and len(inflight) < 2 * self._batch:
+                    if time.monotonic() > deadline:
+                        self._more = True
+                        more = False
+                    else:
+                        rows = self._fetch_unpublished(cursor)
+                        more = len(rows) == self._batch
+                        if rows:
+                            cursor = rows[-1].seq
+                            self._publish_rows(rows, inflight)
+                settled = self._settle(inflight, wait=not more)
+                if settled:
+                    self._mark(settled)
+                if not inflight and not more:
+                    return True
+            return False
+        except _Failed:
+            return False
+        finally:
+            # Whatever was acknowledged before a failure or a stop is marked; the rest is
+            # published again (in order) by whoever leads next.
+            settled = []
+            while inflight and self._acked(inflight[0][1]):
+                settled.append(inflight.popleft()[0])
+            if settled and self._conn is not None:
+                with contextlib.suppress(psycopg2.Error):
+                    self._mark(settled)
+
+    def _publish_rows(
+        self, rows: list[_Row], inflight: deque[tuple[_Row, PublishHandle | None]]
+    ) -> None:
         for row in rows:
             if row.expiry <= 0:
-                handles.append(None)  # expired before it could go out: nothing to send
+                inflight.append((row, None))  # expired before it could go out: nothing to send
                 continue
             try:
-                handles.append(
-                    self.mqtt.publish(row.topic, row.payload, qos=1, retain=True, expiry=row.expiry)
+                handle = self.mqtt.publish(
+                    row.topic, row.payload, qos=1, retain=True, expiry=row.expiry
                 )
             except MqttError as exc:
                 metrics.PUBLISH_FAILURES.labels(kind="not_connected").inc()
                 log.info("publish paused: %s", exc)
-                break
-        done = 0
-        for handle in handles:
+                raise _Failed from None
+            if row.final and stages.enabled:
+                stages.record(row.analysis_id, "written")
+            inflight.append((row, handle))
+
+    @staticmethod
+    def _acked(handle: PublishHandle | None) -> bool:
+        if handle is None:
+            return True
+        if not handle.done:
+            return False
+        try:
+            handle.wait(0)
+        except MqttError:
+            return False
+        return True
+
+    def _settle(
+        self, inflight: deque[tuple[_Row, PublishHandle | None]], *, wait: bool
+    ) -> list[_Row]:
+        """Pop the acknowledged prefix; with ``wait``, wait for all of it."""
+        settled: list[_Row] = []
+        while inflight:
+            row, handle = inflight[0]
             if handle is not None:
+                if not handle.done and not wait:
+                    break
                 try:
                     handle.wait(self._puback_timeout)
                 except MqttError as exc:
                     metrics.PUBLISH_FAILURES.labels(kind="not_acknowledged").inc()
                     log.info("publish not acknowledged (%s); will publish again", exc)
-                    break
-            done += 1
-        return done
+                    if settled:
+                        self._mark(settled)
+                    raise _Failed from None
+                if row.final and stages.enabled:
+                    stages.record(row.analysis_id, "puback", handle.acked_ns)
+            settled.append(inflight.popleft()[0])
+        return settled
 
-    def _fetch_unpublished(self) -> list[_Row]:
+    def _mark(self, rows: list[_Row]) -> None:
         assert self._conn is not None
         with self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT seq, user_id, analysis_id, payload, "
-                "EXTRACT(EPOCH FROM expires_at - now()), EXTRACT(EPOCH FROM now() - created_at) "
-                "FROM events WHERE published_at IS NULL ORDER BY seq LIMIT %s",
-                (self._batch,),
-            )
-            return [self._row(*r) for r in cur.fetchall()]
+            sql_mark_published(cur, [r.seq for r in rows])
+        metrics.EVENTS_PUBLISHED.inc(sum(1 for r in rows if r.expiry > 0))
+        for r in rows:
+            metrics.OUTBOX_DELAY.observe(r.age)
 
-    def _mark_published(self, seqs: list[int]) -> None:
+    def _fetch_unpublished(self, after_seq: int) -> list[_Row]:
         assert self._conn is not None
         with self._conn.cursor() as cur:
-            # Losing this mark in a database crash only means publishing again (clients
-            # de-duplicate on eventId), so it need not wait for the WAL flush.
-            cur.execute(
-                "BEGIN; SET LOCAL synchronous_commit = off; "
-                "UPDATE events SET published_at = now() WHERE seq = ANY(%s); COMMIT",
-                (seqs,),
-            )
+            rows = [
+                self._row(*r)
+                for r in sql_fetch_unpublished(cur, self._owned, after_seq, self._batch)
+            ]
+        if stages.enabled:
+            for r in rows:
+                if r.final:
+                    stages.record(r.analysis_id, "read")
+        return rows
 
     @staticmethod
     def _row(seq: int, user_id: str, analysis_id: str, payload: Any, left: Any, age: Any) -> _Row:
@@ -320,78 +555,75 @@ class OutboxPublisher:
             payload=render(payload),
             expiry=math.floor(float(left)),
             age=max(0.0, float(age)),
+            analysis_id=analysis_id,
+            final=payload.get("event") in FINAL_EVENTS,
         )
 
     def _update_lag(self) -> None:
         if self._conn is None:
             return
         with self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT EXTRACT(EPOCH FROM now() - created_at) FROM events "
-                "WHERE published_at IS NULL ORDER BY seq LIMIT 1"
-            )
-            row = cur.fetchone()
-        metrics.OUTBOX_LAG.set(float(row[0]) if row else 0.0)
+            metrics.OUTBOX_LAG.set(sql_lag_seconds(cur))
 
     # --- retained state after a broker restart --------------------------------------------
 
     def _rebuild_pending(self) -> bool:
         with self._boot_lock:
-            return self._seen_boot is not None and self._seen_boot != self._rebuilt_boot
+            boot = self._seen_boot
+        return boot is not None and any(self._rebuilt.get(k) != boot for k in self._owned)
 
     def _rebuild_if_needed(self) -> bool:
-        """Re-publish the latest event of every analysis for a new broker boot; True when done."""
+        """Re-publish the latest event of every analysis of our partitions for a new broker
+        boot; True when done."""
         with self._boot_lock:
             boot = self._seen_boot
-        if boot is None or boot == self._rebuilt_boot:
+        if boot is None:
             return True
         assert self._conn is not None
+        todo = [k for k in self._owned if self._rebuilt.get(k) != boot]
         with self._conn.cursor() as cur:
-            cur.execute("SELECT value FROM outbox_state WHERE key = %s", (REBUILT_BOOT_KEY,))
-            row = cur.fetchone()
-        if row and row[0] == boot:
-            self._rebuilt_boot = boot
-            return True
+            for k, done_boot in sql_rebuilt_boots(cur, todo).items():
+                if done_boot == boot:
+                    self._rebuilt[k] = boot
+        for k in todo:
+            if self._rebuilt.get(k) == boot:
+                continue
+            if not self._rebuild_partition(k, boot):
+                return False
+        return True
+
+    def _rebuild_partition(self, k: int, boot: str) -> bool:
+        assert self._conn is not None
         started = time.monotonic()
         after = ""
         total = 0
         while not self._stop.is_set():
-            rows = self._fetch_latest(after)
+            with self._conn.cursor() as cur:
+                rows = [self._row(*r) for r in sql_fetch_latest(cur, k, after, self._batch)]
             if not rows:
                 break
-            if self._publish([r for _, r in rows]) < len(rows):
+            inflight: deque[tuple[_Row, PublishHandle | None]] = deque()
+            try:
+                self._publish_rows(rows, inflight)
+                self._settle(inflight, wait=True)
+            except _Failed:
                 return False  # connection trouble; start over on the next step
             total += len(rows)
             metrics.EVENTS_REPUBLISHED.inc(len(rows))
-            after = rows[-1][0]
+            after = rows[-1].analysis_id
             if not self._drain():  # new events between chunks keep flowing, in order
                 return False
         else:
             return False
         with self._conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO outbox_state (key, value, updated_at) VALUES (%s, %s, now()) "
-                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                (REBUILT_BOOT_KEY, boot),
-            )
-        self._rebuilt_boot = boot
+            sql_set_rebuilt_boot(cur, k, boot)
+        self._rebuilt[k] = boot
         log.info(
-            "retained state rebuilt for broker boot %s: %d analyses in %.2fs",
+            "retained state of outbox partition %d rebuilt for broker boot %s: "
+            "%d analyses in %.2fs",
+            k,
             boot,
             total,
             time.monotonic() - started,
         )
         return True
-
-    def _fetch_latest(self, after: str) -> list[tuple[str, _Row]]:
-        """The newest published, unexpired event of each analysis after ``after`` (keyset)."""
-        assert self._conn is not None
-        with self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT DISTINCT ON (analysis_id) seq, user_id, analysis_id, payload, "
-                "EXTRACT(EPOCH FROM expires_at - now()), 0 "
-                "FROM events WHERE published_at IS NOT NULL AND expires_at > now() "
-                "AND analysis_id > %s ORDER BY analysis_id, seq DESC LIMIT %s",
-                (after, self._batch),
-            )
-            return [(r[2], self._row(*r)) for r in cur.fetchall()]

@@ -254,47 +254,59 @@ def first_seen(events: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(e["eventId"] for e in events))
 
 
-def test_outbox_order_batches_and_failover_between_publishers(
+def test_outbox_partitions_shared_order_kept_and_failover_between_publishers(
     worker_settings: Settings,
     start_worker: StartWorker,
     subscriber: OpenSubscriber,
 ) -> None:
     from devtools.world import sessions_for
     from plantnotify.contracts.events import AnalysisProgress
+    from worker.outbox import OUTBOX_PARTITIONS
     from worker.store import add_event
 
     first = start_worker()
-    assert first.outbox.wait_leader(10)
+    assert first.outbox.wait_partitions(OUTBOX_PARTITIONS, 10)
     second = start_worker()
-    time.sleep(0.5)  # it keeps trying; the lock is taken
-    assert not second.outbox.is_leader
-    aid, uid = make_analysis(worker_settings)
+    # The second process takes its fair share within about a second; no partition has two
+    # leaders.
+    half = OUTBOX_PARTITIONS // 2
+    assert second.outbox.wait_partitions(half, 10)
+    assert first.outbox.wait_partitions(half, 10)
+    assert not set(first.outbox.partitions) & set(second.outbox.partitions)
+    uid = "u-outbox-partitions"
+    aids = [make_analysis(worker_settings, uid)[0] for _ in range(8)]
     live = subscriber(uid)
 
-    def commit(n: int, start: int) -> list[str]:
-        ids = []
+    def commit(n: int, start: int) -> dict[str, list[str]]:
+        ids: dict[str, list[str]] = {aid: [] for aid in aids}
         with sessions_for(worker_settings).begin() as s:
             for i in range(start, start + n):
-                event = AnalysisProgress(
-                    analysis_id=aid, user_id=uid, progress=i % 100, stage=f"s{i}"
-                )
-                add_event(s, event, 3600)
-                ids.append(event.event_id)
+                for aid in aids:
+                    event = AnalysisProgress(
+                        analysis_id=aid, user_id=uid, progress=i % 100, stage=f"s{i}"
+                    )
+                    add_event(s, event, 3600)
+                    ids[aid].append(event.event_id)
         return ids
 
-    sent = commit(600, 0)  # more than one batch, committed by "another process" (NOTIFY)
-    live.wait_for(lambda evs: len(evs) >= 600, timeout=10)
-    assert first_seen(live.events(aid)) == sent
+    # More than one batch (500), committed by "another process" (NOTIFY), spread over the
+    # partitions of both publishers.
+    sent = commit(100, 0)
+    live.wait_for(lambda evs: len({e["eventId"] for e in evs}) >= 800, timeout=15)
+    for aid in aids:
+        assert first_seen(live.events(aid)) == sent[aid]
 
-    first.stop()  # the leader goes away; the follower takes over within about a second
-    assert second.outbox.wait_leader(10)
-    more = commit(5, 600)
-    live.wait_for(lambda evs: len(evs) >= 605, timeout=10)
+    first.stop()  # a leader goes away; the other takes its partitions over within a second
+    assert second.outbox.wait_partitions(OUTBOX_PARTITIONS, 10)
+    more = commit(5, 100)
+    live.wait_for(lambda evs: len({e["eventId"] for e in evs}) >= 840, timeout=10)
     # A batch published but not yet marked when the leader stops is published again by the
     # new leader: QoS-1 style duplicates, which clients drop on eventId. Order must hold.
-    assert first_seen(live.events(aid)) == sent + more
+    for aid in aids:
+        assert first_seen(live.events(aid)) == sent[aid] + more[aid]
     later = subscriber(uid)
-    assert later.wait_event(aid, EventType.PROGRESS, timeout=5)["eventId"] == more[-1]
+    for aid in aids:
+        assert later.wait_event(aid, EventType.PROGRESS, timeout=5)["eventId"] == more[aid][-1]
 
 
 def test_a_notify_read_during_the_publishers_own_queries_does_not_wait_for_the_sweep(
