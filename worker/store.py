@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, insert, literal, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session, sessionmaker
 
 from plantnotify.contracts.events import (
@@ -174,13 +175,78 @@ class JobStore:
             return self._progress_row(s, row, progress, stage)
 
     def finish(self, work: Work, outcome: Outcome) -> AnalysisCompleted | AnalysisFailed | None:
-        """Store the result and its event together; None when the lease is no longer ours."""
-        with transaction(self.sessions) as s:
-            row = self._ours(s, work.analysis_id)
-            if row is None:
-                log.warning("lease lost before storing the result; another worker owns it")
-                return None
-            return self._finish_row(s, row, outcome)
+        """Store the result and its event together; None when the lease is no longer ours.
+
+        One statement (UPDATE ... RETURNING feeding the event's INSERT) on an autocommit
+        connection: one round trip that is its own transaction, durable (synchronous commit)
+        before the caller acks the job. The lease condition is in the UPDATE's WHERE, so a
+        worker that lost its lease changes nothing."""
+        at: datetime = utcnow()
+        stages.record(work.analysis_id, "completed")
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": at,
+            "completed_at": at,
+        }
+        event: AnalysisCompleted | AnalysisFailed
+        if outcome.completed:
+            crop_type = outcome.crop_type or work.crop_type
+            values.update(
+                status=AnalysisStatus.COMPLETED,
+                result=outcome.result,
+                crop_type=crop_type,
+                primary_concern=outcome.primary_concern,
+                overall_health_score=outcome.health,
+                error_message=None,
+            )
+            event = AnalysisCompleted(
+                analysis_id=work.analysis_id,
+                user_id=work.user_id,
+                completed_at=at,
+                crop_type=crop_type,
+                primary_concern=outcome.primary_concern,
+                overall_health_score=outcome.health,
+                image_url=self.image_url(work.analysis_id),
+            )
+        else:
+            message = truncate(outcome.error_message or "The analysis failed.", 300)
+            values.update(status=AnalysisStatus.FAILED, error_message=message)
+            event = AnalysisFailed(
+                analysis_id=work.analysis_id,
+                user_id=work.user_id,
+                failed_at=at,
+                error_message=message,
+            )
+        done = (
+            update(Analysis)
+            .where(
+                Analysis.id == work.analysis_id,
+                Analysis.status == AnalysisStatus.PROCESSING,
+                Analysis.lease_owner == self.owner,
+            )
+            .values(**values)
+            .returning(Analysis.id, Analysis.user_id)
+            .cte("done")
+        )
+        add = insert(EventRow).from_select(
+            ["id", "user_id", "analysis_id", "type", "payload", "expires_at"],
+            select(
+                literal(event.event_id),
+                done.c.user_id,
+                done.c.id,
+                literal(str(event.event)),
+                literal(event.to_wire(), JSONB),
+                literal(utcnow() + timedelta(seconds=self.expiry)),
+            ),
+        )
+        engine = self.sessions.kw["bind"]
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            stored = conn.execute(add).rowcount
+        if not stored:
+            log.warning("lease lost before storing the result; another worker owns it")
+            return None
+        return event
 
     # --- lease upkeep -------------------------------------------------------------------------
 
