@@ -452,7 +452,9 @@ class OutboxPublisher:
                         if rows:
                             cursor = rows[-1].seq
                             self._publish_rows(rows, inflight)
-                settled = self._settle(inflight, wait=not more)
+                full = more and len(inflight) >= 2 * self._batch
+                # Caught up: wait for every PUBACK; pipeline full: for the oldest at least.
+                settled = self._settle(inflight, wait=not more, wait_first=full)
                 if settled:
                     self._mark(settled)
                 if not inflight and not more:
@@ -502,14 +504,19 @@ class OutboxPublisher:
         return True
 
     def _settle(
-        self, inflight: deque[tuple[_Row, PublishHandle | None]], *, wait: bool
+        self,
+        inflight: deque[tuple[_Row, PublishHandle | None]],
+        *,
+        wait: bool,
+        wait_first: bool = False,
     ) -> list[_Row]:
-        """Pop the acknowledged prefix; with ``wait``, wait for all of it."""
+        """Pop the acknowledged prefix; with ``wait``, wait for all of it (``wait_first``: for
+        its first row)."""
         settled: list[_Row] = []
         while inflight:
             row, handle = inflight[0]
             if handle is not None:
-                if not handle.done and not wait:
+                if not handle.done and not wait and not (wait_first and not settled):
                     break
                 try:
                     handle.wait(self._puback_timeout)
