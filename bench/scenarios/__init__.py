@@ -15,12 +15,17 @@ ORDER = [
     "amqtt",
     "e2e_latency",
     "realpath",
+    "sustained",
     "fallback",
     "polling",
 ]
 
 
+# Run only when named (``--scenario soak``): too long for the default run.
+OPT_IN = ["soak"]
+
+
 def load(name: str) -> ModuleType:
-    if name not in ORDER:
-        raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(ORDER)}")
+    if name not in ORDER + OPT_IN:
+        raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(ORDER + OPT_IN)}")
     return importlib.import_module(f"bench.scenarios.{name}")
