@@ -179,7 +179,12 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     tokens = [token for _, token in users]
 
     def step(rate: float, count: int) -> tuple[dict[str, Any], dict[str, list[float]]]:
-        pids = {"api": api.pid, "worker": stack.worker.pid, "broker": broker.pid}
+        pids = {
+            "api": api.pid,
+            "worker": stack.worker.pid,
+            "n8n-standin": services[1].pid,
+            "broker": broker.pid,
+        }
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         answer = uploader.call(
             "run",
