@@ -8,14 +8,14 @@ lease (it stalled, someone took over) can never store a second result.
 from __future__ import annotations
 
 import enum
+import json
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, literal, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from plantnotify.contracts.events import (
@@ -82,6 +82,37 @@ def _relaxed(session: Session) -> None:
     re-done by the next attempt if a database crash loses them. Results always wait: the job is
     acked after their commit."""
     session.execute(text("SET LOCAL synchronous_commit = off"))
+
+
+# A result and its event in one statement, one round trip: the UPDATE (conditional on the lease
+# still being ours) feeds the event's INSERT, so nothing is stored when the lease was lost.
+# Run on an autocommit connection it is its own transaction, committed synchronously (durable
+# before the job is acked).
+FINISH_SQL = text(
+    "WITH done AS ("
+    " UPDATE analyses SET status = :status, result = CAST(:result AS jsonb),"
+    " crop_type = COALESCE(:crop_type, crop_type), primary_concern = :concern,"
+    " overall_health_score = :health, error_message = :error, lease_owner = NULL,"
+    " lease_expires_at = NULL, updated_at = :at, completed_at = :at"
+    " WHERE id = :id AND status = 'Processing' AND lease_owner = :owner"
+    " RETURNING id, user_id)"
+    " INSERT INTO events (id, user_id, analysis_id, type, payload, expires_at)"
+    " SELECT :event_id, user_id, id, :type, CAST(:payload AS jsonb), :expires FROM done"
+)
+# A progress stage, once per analysis, only while the lease is ours. The analysis row is locked
+# (FOR UPDATE) as the result's UPDATE locks it, so a stage can never be stored after a result
+# committed by a worker that took the lease over. set_config(..., true) makes this one
+# statement's transaction commit without waiting for the WAL flush: a stage lost in a database
+# crash is recorded again by the next attempt.
+PROGRESS_SQL = text(
+    "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
+    " INSERT INTO events (id, user_id, analysis_id, type, payload, expires_at)"
+    " SELECT :event_id, :user_id, :analysis_id, :type, CAST(:payload AS jsonb), :expires"
+    " FROM relaxed WHERE EXISTS (SELECT 1 FROM analyses WHERE id = :analysis_id"
+    " AND status = 'Processing' AND lease_owner = :owner FOR UPDATE)"
+    " AND NOT EXISTS (SELECT 1 FROM events WHERE analysis_id = :analysis_id AND type = :type"
+    " AND payload->>'stage' = :stage)"
+)
 
 
 def add_event(session: Session, event: AnyEvent, expiry_seconds: int) -> EventRow:
@@ -166,13 +197,29 @@ class JobStore:
     # --- progress and results -----------------------------------------------------------------
 
     def progress(self, work: Work, progress: int, stage: str) -> AnalysisProgress | None:
-        """Record a progress stage (once per analysis); None when not ours or already recorded."""
-        with transaction(self.sessions) as s:
-            _relaxed(s)
-            row = self._ours(s, work.analysis_id)
-            if row is None:
-                return None
-            return self._progress_row(s, row, progress, stage)
+        """Record a progress stage (once per analysis); None when not ours or already recorded.
+
+        One statement on an autocommit connection (see :data:`PROGRESS_SQL`)."""
+        event = AnalysisProgress(
+            analysis_id=work.analysis_id, user_id=work.user_id, progress=progress, stage=stage
+        )
+        params = {
+            "event_id": event.event_id,
+            "user_id": work.user_id,
+            "analysis_id": work.analysis_id,
+            "type": str(EventType.PROGRESS),
+            "payload": json.dumps(event.to_wire()),
+            "expires": utcnow() + timedelta(seconds=self.expiry),
+            "owner": self.owner,
+            "stage": stage,
+        }
+        with self._autocommit() as conn:
+            stored = conn.execute(PROGRESS_SQL, params).rowcount
+        return event if stored else None
+
+    def _autocommit(self) -> Any:
+        engine = self.sessions.kw["bind"]
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def finish(self, work: Work, outcome: Outcome) -> AnalysisCompleted | AnalysisFailed | None:
         """Store the result and its event together; None when the lease is no longer ours.
@@ -183,12 +230,7 @@ class JobStore:
         worker that lost its lease changes nothing."""
         at: datetime = utcnow()
         stages.record(work.analysis_id, "completed")
-        values: dict[str, Any] = {
-            "lease_owner": None,
-            "lease_expires_at": None,
-            "updated_at": at,
-            "completed_at": at,
-        }
+        values: dict[str, Any] = {}
         event: AnalysisCompleted | AnalysisFailed
         if outcome.completed:
             crop_type = outcome.crop_type or work.crop_type
@@ -218,31 +260,23 @@ class JobStore:
                 failed_at=at,
                 error_message=message,
             )
-        done = (
-            update(Analysis)
-            .where(
-                Analysis.id == work.analysis_id,
-                Analysis.status == AnalysisStatus.PROCESSING,
-                Analysis.lease_owner == self.owner,
-            )
-            .values(**values)
-            .returning(Analysis.id, Analysis.user_id)
-            .cte("done")
-        )
-        add = insert(EventRow).from_select(
-            ["id", "user_id", "analysis_id", "type", "payload", "expires_at"],
-            select(
-                literal(event.event_id),
-                done.c.user_id,
-                done.c.id,
-                literal(str(event.event)),
-                literal(event.to_wire(), JSONB),
-                literal(utcnow() + timedelta(seconds=self.expiry)),
-            ),
-        )
-        engine = self.sessions.kw["bind"]
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            stored = conn.execute(add).rowcount
+        params = {
+            "id": work.analysis_id,
+            "owner": self.owner,
+            "status": str(values["status"]),
+            "result": None if values.get("result") is None else json.dumps(values["result"]),
+            "crop_type": values.get("crop_type"),
+            "concern": values.get("primary_concern"),
+            "health": values.get("overall_health_score"),
+            "error": values.get("error_message"),
+            "at": at,
+            "event_id": event.event_id,
+            "type": str(event.event),
+            "payload": json.dumps(event.to_wire()),
+            "expires": utcnow() + timedelta(seconds=self.expiry),
+        }
+        with self._autocommit() as conn:
+            stored = conn.execute(FINISH_SQL, params).rowcount
         if not stored:
             log.warning("lease lost before storing the result; another worker owns it")
             return None
