@@ -35,7 +35,7 @@ def steps(quick: bool) -> int:
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
-    rate, seconds = ctx.pick((500, 3.0), (2000, 60.0))
+    rate, seconds = ctx.pick((500, 1.5), (2000, 60.0))
     ctx.step("database, vhost, broker, two workers")
     stack = our_stack(ctx)
     settings = stack.settings.model_copy(update={"metrics_port_worker": free_port()})
