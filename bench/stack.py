@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.agent import Agent
 from bench.context import BenchContext
 from bench.running import RunningBroker, from_popen, wait_started
 from plantnotify.broker.config import BrokerLayout, find_plugin, write_config
 from plantnotify.broker.process import BrokerProcess
+from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
+from plantnotify.contracts.topics import analyses_filter
 from plantnotify.net import free_port, port_open
 from plantnotify.settings import Settings, load_settings
 from worker.stages import VARIABLE as STAGES_VARIABLE
@@ -223,3 +226,37 @@ def our_stack(ctx: BenchContext) -> Stack:
         return Stack(broker, settings, worker)
 
     return ctx.shared("stack", start)
+
+
+def device_agent(
+    ctx: BenchContext,
+    name: str,
+    port: int,
+    user_ids: list[str],
+    *,
+    transport: str = "tcp",
+    match: str | None = None,
+    token_seconds: int = 3600,
+) -> Agent:
+    """One subscriber agent with a device per user (``{user}-{name}``), each with its own JWT
+    and subscribed to its user's analyses; ``match``: count only payloads containing it."""
+    signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
+    agent = ctx.agent("subscriber", name)
+    agent.call(
+        "connect",
+        timeout=90,
+        port=port,
+        transport="websockets" if transport == "ws" else "tcp",
+        protocol=5,
+        match=match,
+        clients=[
+            {
+                "client_id": f"{u}-{name}",
+                "username": u,
+                "password": mint_mqtt_token(signer, u, token_seconds),
+                "filter": analyses_filter(u),
+            }
+            for u in user_ids
+        ],
+    )
+    return agent

@@ -24,10 +24,9 @@ from bench.context import BenchContext
 from bench.plots import figure, save
 from bench.procs import cpu_seconds
 from bench.results import Report, ScenarioResult
-from bench.stack import our_stack
+from bench.stack import device_agent, our_stack
 from bench.stats import latencies_ms, summarize
 from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
-from plantnotify.contracts.topics import analyses_filter
 
 NAME = "e2e_latency"
 REQUIRES = ("worker.outbox",)
@@ -44,25 +43,8 @@ def steps(quick: bool) -> int:
 
 
 def _devices(ctx: BenchContext, broker: Any, transport: str) -> Agent:
-    signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
-    agent = ctx.agent("subscriber", f"e2e-devices-{transport}")
-    agent.call(
-        "connect",
-        timeout=90,
-        port=broker.port if transport == "tcp" else broker.ws_port,
-        transport="websockets" if transport == "ws" else "tcp",
-        protocol=5,
-        clients=[
-            {
-                "client_id": f"{u}-bench-{transport}",
-                "username": u,
-                "password": mint_mqtt_token(signer, u, 3600),
-                "filter": analyses_filter(u),
-            }
-            for u in USERS
-        ],
-    )
-    return agent
+    port = broker.port if transport == "tcp" else broker.ws_port
+    return device_agent(ctx, f"e2e-devices-{transport}", port, USERS, transport=transport)
 
 
 def _rates(devices: dict[str, Agent], start_ns: int, count: int) -> dict[str, Any]:

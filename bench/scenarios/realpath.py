@@ -25,15 +25,12 @@ from typing import Any
 
 import httpx
 
-from bench.agent import Agent
 from bench.context import BenchContext
 from bench.plots import figure, save
 from bench.procs import cpu_seconds
 from bench.results import ScenarioResult
-from bench.stack import our_stack, start_service
+from bench.stack import device_agent, our_stack, start_service
 from bench.stats import summarize
-from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
-from plantnotify.contracts.topics import analyses_filter
 
 NAME = "realpath"
 REQUIRES = ("api.main", "worker.outbox")
@@ -120,29 +117,6 @@ def _register(base: str, run_id: str, count: int) -> list[tuple[str, str]]:
     return users
 
 
-def _devices(ctx: BenchContext, port: int, transport: str, user_ids: list[str]) -> Agent:
-    signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
-    agent = ctx.agent("subscriber", f"realpath-devices-{transport}")
-    agent.call(
-        "connect",
-        timeout=90,
-        port=port,
-        transport="websockets" if transport == "ws" else "tcp",
-        protocol=5,
-        match="AnalysisCompleted",
-        clients=[
-            {
-                "client_id": f"{u}-real-{transport}",
-                "username": u,
-                "password": mint_mqtt_token(signer, u, 3600),
-                "filter": analyses_filter(u),
-            }
-            for u in user_ids
-        ],
-    )
-    return agent
-
-
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
     seconds = ctx.pick(1.5, 10.0)
     rates = QUICK_RATES if ctx.quick else FULL_RATES
@@ -174,7 +148,12 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     broker = stack.broker
     assert broker.ws_port is not None
     ports = {"tcp": broker.port, "ws": broker.ws_port}
-    devices = {t: _devices(ctx, ports[t], t, user_ids) for t in TRANSPORTS}
+    devices = {
+        t: device_agent(
+            ctx, f"realpath-devices-{t}", ports[t], user_ids, transport=t, match="AnalysisCompleted"
+        )
+        for t in TRANSPORTS
+    }
     image = base64.b64encode(leaf_image()).decode()
     tokens = [token for _, token in users]
 

@@ -16,10 +16,8 @@ from bench.context import BenchContext
 from bench.plots import figure, save
 from bench.procs import cpu_seconds
 from bench.results import ScenarioResult
-from bench.stack import our_stack, start_service
+from bench.stack import device_agent, our_stack, start_service
 from bench.stats import latencies_ms, summarize
-from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
-from plantnotify.contracts.topics import analyses_filter
 from plantnotify.net import free_port
 
 NAME = "sustained"
@@ -48,25 +46,8 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         wait=False,
     )
     committer = ctx.agent("committer", "sustained-committer")
-    signer = MqttSigner(key=ctx.secret, audience=ctx.audience)
-    devices = ctx.agent("subscriber", "sustained-devices")
     ctx.step("connecting devices")
-    devices.call(
-        "connect",
-        timeout=90,
-        port=stack.broker.port,
-        transport="tcp",
-        protocol=5,
-        clients=[
-            {
-                "client_id": f"{u}-sus",
-                "username": u,
-                "password": mint_mqtt_token(signer, u, 3600),
-                "filter": analyses_filter(u),
-            }
-            for u in USERS
-        ],
-    )
+    devices = device_agent(ctx, "sustained-devices", stack.broker.port, USERS)
     committer.call("connect", database_url=settings.database_url)
     for service in (stack.worker, second):
         service.wait_ready()
