@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 PLUGIN := mosquitto/plugin/plantnotify_auth.so
 PYTEST_ARGS ?=
 
-.PHONY: install system venv plugin web services up test test-plugin-churn check lint typecheck clean
+.PHONY: install system venv plugin web services up test test-fast test-plugin-churn check lint typecheck clean
 
 ## install: all set-up, nothing else (system packages, .venv, npm deps, plugin)
 install: system venv web plugin
@@ -42,6 +42,10 @@ test: install services check
 ## test-plugin-churn: the plugin's leak check over 50,000 connects/disconnects (ASan broker)
 test-plugin-churn: install services
 	@PLANTNOTIFY_PLUGIN_CHURN=50000 $(VENV)/bin/pytest tests/mosquitto/test_plugin_memory.py -k churn -s
+
+## test-fast: the unit tier only (no PostgreSQL, RabbitMQ or broker; tiers: tests/conftest.py)
+test-fast: venv web
+	@$(VENV)/bin/pytest -m unit -q $(PYTEST_ARGS)
 
 check: lint typecheck
 

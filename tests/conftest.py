@@ -1,4 +1,19 @@
-"""Fixtures come from tests/support/*; each part of the system adds its module here."""
+"""Fixtures come from tests/support/*; each part of the system adds its module here.
+
+Every test gets exactly one tier marker, decided here from what it uses (see ``tier_of``):
+
+- ``unit``: no PostgreSQL, RabbitMQ or broker (in-process fakes such as the FCM emulator or the
+  fake N8N are fine); ``make test-fast`` runs only these (``pytest -m unit``);
+- ``services``: talks to the real PostgreSQL, RabbitMQ or a broker we start;
+- ``e2e``: a whole stack of processes (``live_stack``, the deploy run, a browser, the bench,
+  ``plantnotify up``, the ``test_end_to_end`` modules and anything marked ``slow``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
 
 pytest_plugins = [
     "tests.support.services",
@@ -10,3 +25,41 @@ pytest_plugins = [
     "tests.support.worker",
     "tests.support.live_stack",
 ]
+
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "services", "e2e")
+# A fixture in a test's closure (fixtures it uses, directly or through other fixtures)
+# decides its tier; so do a few places whose tests start what they need themselves.
+E2E_FIXTURES = {"live_stack", "stack_run", "browser"}
+E2E_PLACES = ("bench/", "test_end_to_end.py")
+SERVICE_FIXTURES = {
+    "database_url",
+    "rabbitmq_url",
+    "broker",
+    "broker_factory",
+    "nats_cluster",
+    "contract_mosquitto",
+    "contract_nats",
+}
+SERVICE_PLACES = ("mosquitto/", "contract/", "plantnotify/broker/test_cli.py")
+
+
+def tier_of(item: pytest.Item) -> str:
+    place = Path(str(item.fspath)).resolve().relative_to(TESTS).as_posix()
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if (
+        fixtures & E2E_FIXTURES
+        or any(p in place for p in E2E_PLACES)
+        or item.get_closest_marker("slow")
+        or item.get_closest_marker("browser")
+    ):
+        return "e2e"
+    if fixtures & SERVICE_FIXTURES or place.startswith(SERVICE_PLACES):
+        return "services"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(getattr(pytest.mark, tier_of(item)))
