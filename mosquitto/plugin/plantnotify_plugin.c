@@ -3,7 +3,8 @@
  * rights, a per-user connection limit, expiry kicks and session events for the bridge.
  *
  * This file is glue only: token rules live in token.c, topic rights in acl.c, the live
- * connection table in sessions.c. Events used: BASIC_AUTH, ACL_CHECK, TICK, DISCONNECT.
+ * connection table in sessions.c. Events used: BASIC_AUTH, EXT_AUTH_START (MQTT 5 method
+ * "jwt"), ACL_CHECK, TICK, DISCONNECT.
  * CONNECT outcomes are counted and published (retained, every stats_interval seconds when they
  * changed) on plantnotify/broker/stats, which `plantnotify broker` turns into Prometheus metrics.
  *
@@ -39,6 +40,8 @@
 /* Built with -fvisibility=hidden: only the plugin API entry points are exported. */
 #define PN_EXPORT __attribute__((visibility("default")))
 #define MAX_KICKS_PER_CHECK 1024
+/* MQTT 5 authentication method whose data is the token. */
+#define AUTH_METHOD "jwt"
 
 /* CONNECT outcomes; the names are the JSON keys of BrokerStats (plantnotify/contracts). */
 typedef enum {
@@ -198,6 +201,49 @@ static size_t snapshot_budget(plugin_state *st)
 
 /* ------------------------------------------------------------------ callbacks */
 
+/*
+ * After the token was checked (r): the CONNECT decision shared by both ways of presenting the
+ * token (password, or MQTT 5 authentication method "jwt"): identity, connection limit, record.
+ */
+static int admit(plugin_state *st, struct mosquitto *client, const char *username, const char *client_id,
+		pn_result r, const pn_claims *claims)
+{
+	int others;
+	char buf[96];
+
+	if(r != PN_OK){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: %s",
+				loggable_user(username),
+				pn_valid_user_id(username) && pn_valid_client_id(username, client_id)
+					? client_id : safe(client_id, buf, 32),
+				pn_result_str(r));
+		return count_connect(st, outcome_of(r), MOSQ_ERR_AUTH);
+	}
+	/* Overlapping ids ("42" and "42-x") could name the same client id: never hand over. */
+	if(pn_sessions_client_id_owned_by_other(st->sessions, claims->sub, client_id)){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
+				"client id is live for another user", claims->sub, client_id);
+		return count_connect(st, CONNECT_IDENTITY, MOSQ_ERR_AUTH);
+	}
+	if(!claims->is_service){
+		others = pn_sessions_count_other(st->sessions, claims->sub, client_id);
+		if(others >= st->max_connections){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
+					"%d live connections (max_connections_per_user %d)",
+					claims->sub, client_id, others, st->max_connections);
+			return count_connect(st, CONNECT_LIMIT, MOSQ_ERR_AUTH);
+		}
+	}
+	if(pn_sessions_add(st->sessions, client, claims->sub, claims->exp, claims->is_service)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "refused CONNECT user=%s: out of memory", claims->sub);
+		return count_connect(st, CONNECT_ERROR, MOSQ_ERR_AUTH);
+	}
+	/* Debug level: Mosquitto logs every connection already, and this is the hot path. */
+	mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "authenticated user=%s client=%s role=%s exp=%lld",
+			claims->sub, client_id, claims->is_service ? "service" : "user", claims->exp);
+	return count_connect(st, CONNECT_ACCEPTED, MOSQ_ERR_SUCCESS);
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
@@ -205,47 +251,53 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	const char *client_id = mosquitto_client_id(ed->client);
 	pn_claims claims;
 	pn_result r;
-	int others;
-	char buf[96];
 	(void)event;
 
 	r = pn_check_connect(&st->token, ed->username, client_id, ed->password, time(NULL), &claims);
 	/*
 	 * Mosquitto 2.0 keeps the password (the token) for the whole connection and the plugin API
 	 * cannot free it; at least it stops being a usable credential in the broker's memory.
+	 * (MQTT 5 clients can send the token as authentication data instead: see on_ext_auth.)
 	 */
 	if(ed->password) explicit_bzero(ed->password, strlen(ed->password));
-	if(r != PN_OK){
-		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: %s",
-				loggable_user(ed->username),
-				pn_valid_user_id(ed->username) && pn_valid_client_id(ed->username, client_id)
-					? client_id : safe(client_id, buf, 32),
-				pn_result_str(r));
-		return count_connect(st, outcome_of(r), MOSQ_ERR_AUTH);
+	return admit(st, ed->client, ed->username, client_id, r, &claims);
+}
+
+/*
+ * MQTT 5 enhanced authentication, method "jwt": the token is the authentication data, which
+ * Mosquitto frees after this call (a password it keeps for the whole connection). Sent again
+ * in an AUTH packet on a live connection (re-authentication), a fresh token of the same user
+ * extends the connection's expiry without reconnecting.
+ */
+static int on_ext_auth(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_extended_auth *ed = event_data;
+	plugin_state *st = userdata;
+	const char *client_id = mosquitto_client_id(ed->client);
+	const char *username = mosquitto_client_username(ed->client);
+	const pn_conn *live;
+	pn_claims claims;
+	pn_result r;
+	(void)event;
+
+	if(!ed->auth_method || strcmp(ed->auth_method, AUTH_METHOD) != 0){
+		return MOSQ_ERR_PLUGIN_DEFER; /* not ours: Mosquitto answers "bad authentication method" */
 	}
-	/* Overlapping ids ("42" and "42-x") could name the same client id: never hand over. */
-	if(pn_sessions_client_id_owned_by_other(st->sessions, claims.sub, client_id)){
-		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
-				"client id is live for another user", claims.sub, client_id);
-		return count_connect(st, CONNECT_IDENTITY, MOSQ_ERR_AUTH);
-	}
-	if(!claims.is_service){
-		others = pn_sessions_count_other(st->sessions, claims.sub, client_id);
-		if(others >= st->max_connections){
-			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
-					"%d live connections (max_connections_per_user %d)",
-					claims.sub, client_id, others, st->max_connections);
-			return count_connect(st, CONNECT_LIMIT, MOSQ_ERR_AUTH);
+	r = pn_check_connect_len(&st->token, username, client_id, ed->data_in, ed->data_in_len, time(NULL), &claims);
+	live = pn_sessions_find(st->sessions, ed->client);
+	if(live && !live->departed){
+		/* Re-authentication: same user, a token that is valid now; the role stays. */
+		if(r != PN_OK || strcmp(claims.sub, pn_conn_user(live)) != 0 || claims.is_service != live->is_service){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused re-authentication user=%s client=%s: %s",
+					pn_conn_user(live), client_id, r != PN_OK ? pn_result_str(r) : "different user or role");
+			return MOSQ_ERR_AUTH;
 		}
+		pn_sessions_set_exp(st->sessions, ed->client, claims.exp);
+		mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "re-authenticated user=%s client=%s exp=%lld",
+				claims.sub, client_id, claims.exp);
+		return MOSQ_ERR_SUCCESS;
 	}
-	if(pn_sessions_add(st->sessions, ed->client, claims.sub, claims.exp, claims.is_service)){
-		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "refused CONNECT user=%s: out of memory", claims.sub);
-		return count_connect(st, CONNECT_ERROR, MOSQ_ERR_AUTH);
-	}
-	/* Debug level: Mosquitto logs every connection already, and this is the hot path. */
-	mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "authenticated user=%s client=%s role=%s exp=%lld",
-			claims.sub, client_id, claims.is_service ? "service" : "user", claims.exp);
-	return count_connect(st, CONNECT_ACCEPTED, MOSQ_ERR_SUCCESS);
+	return admit(st, ed->client, username, client_id, r, &claims);
 }
 
 static int on_acl_check(int event, void *event_data, void *userdata)
@@ -438,6 +490,7 @@ static int read_options(struct mosquitto_opt *opts, int count, options *o)
 
 static const struct { int event; MOSQ_FUNC_generic_callback cb; } EVENTS[] = {
 	{MOSQ_EVT_BASIC_AUTH, on_basic_auth},
+	{MOSQ_EVT_EXT_AUTH_START, on_ext_auth},
 	{MOSQ_EVT_ACL_CHECK, on_acl_check},
 	{MOSQ_EVT_TICK, on_tick},
 	{MOSQ_EVT_DISCONNECT, on_disconnect},

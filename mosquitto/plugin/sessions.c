@@ -425,6 +425,17 @@ int pn_sessions_remove(pn_sessions *s, const void *client)
 	return 1;
 }
 
+int pn_sessions_set_exp(pn_sessions *s, const void *client, long long exp)
+{
+	pn_conn *c = pn_sessions_find(s, client);
+	if(!c || c->departed || c->heap_index == PN_NOT_IN_HEAP) return 0;
+	c->exp = exp;
+	c->kick_attempts = 0;
+	heap_up(s, c->heap_index);
+	heap_down(s, c->heap_index);
+	return 1;
+}
+
 int pn_sessions_depart(pn_sessions *s, const void *client)
 {
 	pn_conn *c = pn_sessions_find(s, client);

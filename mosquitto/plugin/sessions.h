@@ -62,6 +62,8 @@ int pn_sessions_client_id_owned_by_other(const pn_sessions *s, const char *user,
 
 /* 0 on success, -1 on out of memory. */
 int pn_sessions_add(pn_sessions *s, const void *client, const char *user, long long exp, int is_service);
+/* A live record's new expiry (re-authentication with a fresh token); 1 when there was one. */
+int pn_sessions_set_exp(pn_sessions *s, const void *client, long long exp);
 /* The connection ended: it stops counting now; the record is freed by pn_sessions_reap. */
 int pn_sessions_depart(pn_sessions *s, const void *client);
 /* Frees departed records. */

@@ -895,6 +895,14 @@ static void test_sessions(void)
 	CHECK(pn_sessions_expired(s, 1000, 5, exp, 4) == 2);
 	CHECK(pn_sessions_expired(s, 1000, 5, exp, 1) == 1);
 
+	/* re-authentication moves a record's expiry (and only a live record's) */
+	CHECK(pn_sessions_set_exp(s, &b, 150) == 1);
+	CHECK(pn_sessions_expired(s, 150, 0, exp, 4) == 1 && exp[0]->client == &b);
+	CHECK(pn_sessions_set_exp(s, &b, 5000) == 1);
+	CHECK(pn_sessions_expired(s, 1000, 5, exp, 4) == 1 && exp[0]->client != &b);
+	CHECK(pn_sessions_set_exp(s, &b, 200) == 1);
+	CHECK(pn_sessions_set_exp(s, &gone, 200) == 0);
+
 	/* services: tracked for rights, never announced, remembered as service users */
 	CHECK(pn_sessions_add(s, fc(&svc, "worker-1"), "worker", 5000, 1) == 0);
 	CHECK(pn_sessions_is_service_user(s, "worker") == 1);

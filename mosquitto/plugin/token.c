@@ -646,6 +646,14 @@ done:
 pn_result pn_check_connect(const pn_token_config *cfg, const char *username, const char *client_id,
 		const char *token, time_t now, pn_claims *out)
 {
+	if(!cfg) return PN_ERR_SIGNATURE;
+	return pn_check_connect_len(cfg, username, client_id, token,
+			token ? strnlen(token, cfg->max_token_bytes + 1) : 0, now, out);
+}
+
+pn_result pn_check_connect_len(const pn_token_config *cfg, const char *username, const char *client_id,
+		const char *token, size_t token_len, time_t now, pn_claims *out)
+{
 	pn_claims claims;
 	pn_result r;
 
@@ -653,7 +661,7 @@ pn_result pn_check_connect(const pn_token_config *cfg, const char *username, con
 	if(!pn_valid_user_id(username)) return PN_ERR_USERNAME;
 	if(!pn_valid_client_id(username, client_id)) return PN_ERR_CLIENT_ID;
 	memset(&claims, 0, sizeof(claims));
-	r = pn_token_verify(cfg, token, now, &claims);
+	r = pn_token_verify_len(cfg, token, token_len, now, &claims);
 	if(r != PN_OK) return r;
 	if(strcmp(claims.sub, username) != 0) return PN_ERR_USERNAME;
 	if(out) *out = claims;

@@ -110,6 +110,10 @@ pn_result pn_token_verify_len(const pn_token_config *cfg, const char *token, siz
 pn_result pn_check_connect(const pn_token_config *cfg, const char *username, const char *client_id,
 		const char *token, time_t now, pn_claims *out);
 
+/* The same for a token given with its length (MQTT 5 authentication data). */
+pn_result pn_check_connect_len(const pn_token_config *cfg, const char *username, const char *client_id,
+		const char *token, size_t token_len, time_t now, pn_claims *out);
+
 /* ^[A-Za-z0-9_-]{1,64}$ (plantnotify/contracts/ids.py USER_ID_PATTERN). */
 int pn_valid_user_id(const char *s);
 /* client id == user, or user + "-" + [A-Za-z0-9_.:-]{1,64} (ids.py is_valid_client_id). */
