@@ -137,6 +137,7 @@ class LeanClient(asyncio.Protocol):
         subscribe: list[str] | None = None,
         keepalive: int = 900,
         source_ip: str | None = None,
+        auth_method: str | None = None,
     ) -> None:
         """Connect (and subscribe, QoS 1); raises on refusal.
 
@@ -160,7 +161,14 @@ class LeanClient(asyncio.Protocol):
                 raise
             await self.loop.create_connection(lambda: self, sock=sock)
         await self.opened
-        self.send(w.connect_packet(client_id, username, password, keepalive, self.protocol))
+        if auth_method is not None and password is not None:
+            # MQTT 5 enhanced authentication: the token as authentication data, not a password.
+            packet = w.connect_packet(
+                client_id, username, None, keepalive, self.protocol, auth=(auth_method, password)
+            )
+        else:
+            packet = w.connect_packet(client_id, username, password, keepalive, self.protocol)
+        self.send(packet)
         code = await self.connack
         if code != w.CONNACK_ACCEPTED:
             raise ConnectionRefusedError(

@@ -63,7 +63,9 @@ def connect_packet(
     password: str | None,
     keepalive: int,
     protocol: int = 4,
+    auth: tuple[str, str] | None = None,
 ) -> bytes:
+    """CONNECT; ``auth`` (MQTT 5 only): (authentication method, authentication data)."""
     flags = 0x02  # clean session / clean start
     payload = utf8(client_id)
     if username is not None:
@@ -74,7 +76,10 @@ def connect_packet(
         payload += utf8(password)
     variable = utf8("MQTT") + bytes([protocol, flags]) + struct.pack("!H", keepalive)
     if protocol == 5:
-        variable += b"\x00"  # no properties
+        props = b""
+        if auth is not None:
+            props = b"\x15" + utf8(auth[0]) + b"\x16" + utf8(auth[1])
+        variable += remaining_length(len(props)) + props
     return _packet(0x10, variable + payload)
 
 

@@ -56,8 +56,10 @@ def _memory(report: Report) -> tuple[float | None, str, bool | None]:
     plugin = report.metric("connections", "plugin_bytes_per_conn")
     plain = report.metric("connections", "plain_bytes_per_conn")
     five = report.metric("connections", "plugin_5_per_user_bytes_per_conn")
+    v5 = report.metric("connections", "plugin_v5_auth_bytes_per_conn")
     text = (
-        f"{_fmt(plugin, ' B', 0)} with 1 device per user, {_fmt(five, ' B', 0)} with 5 "
+        f"{_fmt(plugin, ' B', 0)} with 1 device per user, {_fmt(five, ' B', 0)} with 5, "
+        f"{_fmt(v5, ' B', 0)} with the token as MQTT 5 authentication data "
         f"(plain Mosquitto {_fmt(plain, ' B', 0)})"
     )
     return plugin, text, None if plugin is None else plugin <= 1200

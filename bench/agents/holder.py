@@ -66,10 +66,11 @@ async def _open_one(
     limit: float,
     source_ip: str | None,
     subscribe: bool,
+    auth_method: str | None = None,
 ) -> tuple[str, float, LeanClient | None]:
     client_id, user, password = cred
     t0 = time.monotonic()
-    client = LeanClient(_loop, host=host, port=port, protocol=4)
+    client = LeanClient(_loop, host=host, port=port, protocol=5 if auth_method else 4)
     try:
         async with asyncio.timeout(limit):
             await client.start(
@@ -79,6 +80,7 @@ async def _open_one(
                 keepalive=keepalive,
                 source_ip=source_ip,
                 subscribe=[user_filter(user)] if subscribe else None,
+                auth_method=auth_method,
             )
     except ConnectionRefusedError as exc:
         client.close()
@@ -96,12 +98,13 @@ async def _open(args: dict[str, Any], creds: list[tuple[str, str, str]]) -> dict
     source_ip = args.get("source_ip")
     subscribe = bool(args.get("subscribe", False))
     churn = bool(args.get("churn", False))
+    auth_method = args.get("auth_method")  # MQTT 5 enhanced authentication with the token
     sem = asyncio.Semaphore(int(args.get("concurrency", 64)))
 
     async def guarded(cred: tuple[str, str, str]) -> tuple[str, float]:
         async with sem:
             outcome, seconds, client = await _open_one(
-                host, port, cred, keepalive, timeout, source_ip, subscribe
+                host, port, cred, keepalive, timeout, source_ip, subscribe, auth_method
             )
             if client is not None:
                 if churn:

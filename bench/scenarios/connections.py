@@ -45,6 +45,8 @@ IDLE: dict[str, tuple[str, str, int, int | None]] = {
     "password_file": ("password_file", "password", 1, None),
     "plugin": ("plugin", "jwt", 1, None),
     "plugin_5_per_user": ("plugin", "jwt", 5, None),
+    # MQTT 5 clients sending the token as authentication data: Mosquitto does not keep it.
+    "plugin_v5_auth": ("plugin", "jwt_auth", 1, None),
     "plain_8k": ("plain", "password", 1, AT_8K),
     "plugin_8k": ("plugin", "jwt", 1, AT_8K),
 }
@@ -105,7 +107,9 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
                 broker,
                 n=size or n,
                 label=label,
-                credentials=jwt if mode == "jwt" else password,
+                credentials={"jwt": jwt, "jwt_auth": {**jwt, "auth_method": "jwt"}}.get(
+                    mode, password
+                ),
                 user_prefix="idle",
                 per_user=per_user,
             )
