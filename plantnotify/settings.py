@@ -240,6 +240,17 @@ class Settings(BaseSettings):
         "127.0.0.1", description="Address the worker's and bridge's metrics endpoints bind to."
     )
 
+    # --- tracing: one trace per analysis (plantnotify/tracing.py) ---------------------------
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP collector base URL (spans to `{url}/v1/traces`); unset: no export.",
+    )
+    trace_retention_days: int = Field(
+        7,
+        ge=1,
+        description="Days the delivery timeline's own records (N8N attempts, receipts) are kept.",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _database_driver(cls, value: str) -> str:

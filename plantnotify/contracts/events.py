@@ -63,6 +63,18 @@ class _EventBase(_Wire):
     event_id: str = Field(default_factory=new_event_id, min_length=1, max_length=64)
     analysis_id: str = Field(min_length=1, max_length=64)
     user_id: str = Field(min_length=1, max_length=64)
+    # The analysis' trace (W3C trace id); added to the contract additively, so optional and
+    # left out of the payload when unknown (analyses from before tracing).
+    trace_id: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+
+    def _exclude(self) -> set[str] | None:
+        return {"trace_id"} if self.trace_id is None else None
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude=self._exclude()).encode()
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude=self._exclude())
 
 
 class AnalysisCompleted(_EventBase):
@@ -123,10 +135,26 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+class Transport(StrEnum):
+    """How a device got an event: MQTT over TCP, MQTT over WebSocket, or an FCM push."""
+
+    TCP = "tcp"
+    WS = "ws"
+    PUSH = "push"
+
+
 class Receipt(_Wire):
-    """``users/{userId}/receipts`` payload: "this device has the event"."""
+    """``users/{userId}/receipts`` payload: "this device has the event".
+
+    Only ``eventId`` is required. A device may add when it received the event (``receivedAt``,
+    its clock, milliseconds since the epoch), how (``transport``) and who it is (``clientId``,
+    its MQTT client id): the delivery timeline and the completion → device latency use them.
+    """
 
     event_id: str = Field(min_length=1, max_length=64)
+    received_at: int | None = Field(default=None, ge=0, le=2**53)
+    transport: Transport | None = None
+    client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,130}$")
 
 
 def parse_receipt(raw: bytes) -> Receipt:
