@@ -62,6 +62,8 @@ class Analysis(Base):
     # a redelivery while the lease is live is not started twice.
     # The X-Request-ID of the upload: logs of API, worker and bridge carry it (correlation).
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # The analysis' trace (W3C trace id, 32 hex digits): in every event and log line of it.
+    trace_id: Mapped[str | None] = mapped_column(String(32))
     lease_owner: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
@@ -341,3 +343,28 @@ class RuntimeSetting(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+class TraceStep(Base):
+    """What the delivery timeline needs beyond the other tables: N8N attempts, every receipt.
+
+    ``step``: ``n8n_attempt`` (detail: attempt, outcome, seconds, error) or ``receipt`` (one per
+    device and event; detail: transport, deviceReceivedAt, latencyMs). Kept
+    ``TRACE_RETENTION_DAYS``.
+    """
+
+    __tablename__ = "trace_steps"
+    __table_args__ = (
+        Index("ix_trace_steps_analysis_at", "analysis_id", "at"),
+        Index("ix_trace_steps_user_at", "user_id", "at"),
+        Index("ix_trace_steps_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    analysis_id: Mapped[str] = mapped_column(String(36))
+    user_id: Mapped[str] = mapped_column(String(64))
+    trace_id: Mapped[str | None] = mapped_column(String(32))
+    step: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_id: Mapped[str | None] = mapped_column(String(64))
+    device: Mapped[str | None] = mapped_column(String(130))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
