@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry.trace import SpanKind
 from sqlalchemy.orm import Session
 
 from api import accounts
 from api.state import AppState
 from api.tokens import InvalidToken, Principal
+from plantnotify.logs import log_context
 from plantnotify.settings import Settings
+from plantnotify.tracing import TRACE_ID_HEADER, TRACEPARENT_HEADER, TraceContext, span, start_trace
 
 _bearer = HTTPBearer(
     auto_error=False,
@@ -104,3 +107,21 @@ Caller = Annotated[Principal, Depends(get_principal)]
 
 def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+async def upload_trace(request: Request, response: Response) -> AsyncIterator[TraceContext]:
+    """The trace of a new analysis: the caller's ``traceparent`` continued, or a new one.
+
+    The whole upload request is its first span; every log line of the request carries the
+    trace id, and the answer names it in ``X-Trace-Id`` (what support asks a farmer for).
+    """
+    trace = start_trace(request.headers.get(TRACEPARENT_HEADER))
+    response.headers[TRACE_ID_HEADER] = trace.trace_id
+    with (
+        log_context(trace_id=trace.trace_id),
+        span("upload", trace, kind=SpanKind.SERVER) as here,
+    ):
+        yield here or trace
+
+
+UploadTrace = Annotated[TraceContext, Depends(upload_trace)]

@@ -23,6 +23,7 @@ from plantnotify.contracts.events import AnalysisStatus
 from plantnotify.contracts.queues import AnalysisJob
 from plantnotify.db.models import Analysis
 from plantnotify.logs import get_logger
+from plantnotify.tracing import resume
 
 log = get_logger("plantnotify.api.requeue")
 
@@ -67,13 +68,21 @@ def requeue_unqueued(
     for analysis_id in candidates:
         with sessions() as session, session.begin():
             row = session.execute(
-                select(Analysis.id, Analysis.user_id)
+                select(Analysis.id, Analysis.user_id, Analysis.request_id, Analysis.trace_id)
                 .where(Analysis.id == analysis_id, unqueued)
                 .with_for_update(skip_locked=True)
             ).first()
             if row is None:
                 continue  # queued meanwhile, finished, or another API instance has it
-            publisher.publish(AnalysisJob(analysis_id=row.id, user_id=row.user_id))
+            trace = resume(row.trace_id)
+            publisher.publish(
+                AnalysisJob(
+                    analysis_id=row.id,
+                    user_id=row.user_id,
+                    request_id=row.request_id,
+                    traceparent=trace.traceparent if trace else None,
+                )
+            )
             session.execute(
                 update(Analysis).where(Analysis.id == row.id).values(queued_at=func.now())
             )

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import store
-from api.deps import Caller, SessionDep, SettingsDep, StateDep
+from api.deps import Caller, SessionDep, SettingsDep, StateDep, UploadTrace
 from api.images import ImageRejected, ImageTooLarge
 from api.photos import accept_photo
 from api.requeue import mark_queued
@@ -97,6 +97,7 @@ def _store(
     mime_type: str,
     data: bytes,
     request_id: str | None = None,
+    trace_id: str | None = None,
 ) -> None:
     with sessions() as session, session.begin():
         session.add(
@@ -108,6 +109,7 @@ def _store(
                 mime_type=mime_type,
                 image_size=len(data),
                 request_id=request_id,
+                trace_id=trace_id,
             )
         )
         session.flush()
@@ -152,7 +154,7 @@ def _mark_not_queued(sessions: sessionmaker[Session], analysis_id: str) -> None:
     openapi_extra=_UPLOAD_BODY,
 )
 async def upload(
-    request: Request, response: Response, caller: Caller, state: StateDep
+    request: Request, response: Response, caller: Caller, state: StateDep, trace: UploadTrace
 ) -> UploadAccepted:
     settings, metrics = state.settings, state.metrics
     try:
@@ -178,11 +180,13 @@ async def upload(
         checked.mime_type,
         image,
         current_context().get("request_id"),
+        trace.trace_id,
     )
     job = AnalysisJob(
         analysis_id=analysis_id,
         user_id=caller.user_id,
         request_id=current_context().get("request_id"),
+        traceparent=trace.traceparent,
     )
     try:
         await run_in_threadpool(state.publisher.publish, job)

@@ -21,6 +21,7 @@ from plantnotify.amqp.errors import QueueUnavailable
 from plantnotify.amqp.topology import declare_topology
 from plantnotify.contracts.queues import ANALYSIS_QUEUE, JOB_CONTENT_TYPE, AnalysisJob
 from plantnotify.logs import get_logger
+from plantnotify.tracing import TRACEPARENT_HEADER
 
 log = get_logger("plantnotify.amqp.publisher")
 
@@ -63,6 +64,7 @@ class JobPublisher:
             correlation_id=job.request_id,
             app_id=self._app_id,
             timestamp=int(time.time()),
+            headers={TRACEPARENT_HEADER: job.traceparent} if job.traceparent else None,
         )
         with self._lock:
             reused = self._channel is not None

@@ -18,3 +18,6 @@ class AnalysisJob(_Wire):
     analysis_id: str = Field(min_length=1, max_length=64)
     user_id: str = Field(min_length=1, max_length=64)
     request_id: str | None = Field(default=None, max_length=64)
+    # W3C trace context of the analysis. It travels as the message's ``traceparent`` header,
+    # not in the body (exclude=True): the publisher writes it, the consumer reads it back.
+    traceparent: str | None = Field(default=None, max_length=55, exclude=True)
