@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from plantnotify.amqp.topology import declare_topology
 from plantnotify.contracts.queues import ANALYSIS_QUEUE, AnalysisJob
+from plantnotify.tracing import TRACEPARENT_HEADER
 from worker import metrics
 from worker.process import Result, Verdict
 
@@ -181,6 +182,11 @@ class Consumer:
             metrics.JOBS.labels(outcome="dead_lettered").inc()
             channel.basic_nack(tag, requeue=False)
             return
+        traceparent = (properties.headers or {}).get(TRACEPARENT_HEADER)
+        if isinstance(traceparent, bytes):
+            traceparent = traceparent.decode("ascii", "replace")
+        if isinstance(traceparent, str) and len(traceparent) <= 55:
+            job = job.model_copy(update={"traceparent": traceparent})
         with self._inflight_lock:
             self._inflight += 1
         thread = threading.Thread(

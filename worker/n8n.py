@@ -14,13 +14,16 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+from opentelemetry.trace import SpanKind
 
-from plantnotify.contracts.events import truncate
+from plantnotify.contracts.events import truncate, utcnow
 from plantnotify.settings import Settings
+from plantnotify.tracing import child_span
 from worker import metrics
 
 log = logging.getLogger("plantnotify.worker.n8n")
@@ -70,6 +73,7 @@ class N8nAnswer:
     primary_concern: str | None
     overall_health_score: int | None
     attempts: int = 1
+    history: tuple[N8nAttempt, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,25 @@ class N8nFailure:
     kind: str  # for metrics: timeout, connection, http_5xx, http_4xx, not_json, not_object...
     retry_after: float | None = None
     attempts: int = 1
+    history: tuple[N8nAttempt, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class N8nAttempt:
+    """One webhook call, for the delivery timeline: when, how long, and what came of it."""
+
+    at: datetime
+    seconds: float
+    outcome: str  # "answer", or the failure kind
+    error: str | None = None
+
+    def detail(self, attempt: int) -> dict[str, Any]:
+        return {
+            "attempt": attempt,
+            "outcome": self.outcome,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
 
 
 def interpret(result: dict[str, Any]) -> N8nAnswer:
@@ -166,17 +189,32 @@ class N8nClient:
         """
         body = request.body()
         attempt = 0
+        history: list[N8nAttempt] = []
         while True:
             attempt += 1
-            outcome = self.attempt(body)
-            if isinstance(outcome, N8nAnswer):
+            at, started = utcnow(), time.monotonic()
+            with child_span("n8n", kind=SpanKind.CLIENT, attempt=attempt):
+                outcome = self.attempt(body)
+            failed = isinstance(outcome, N8nFailure)
+            history.append(
+                N8nAttempt(
+                    at,
+                    time.monotonic() - started,
+                    outcome.kind if isinstance(outcome, N8nFailure) else "answer",
+                    outcome.message if isinstance(outcome, N8nFailure) else None,
+                )
+            )
+            if not failed:
+                assert isinstance(outcome, N8nAnswer)
                 return N8nAnswer(
                     outcome.result,
                     outcome.crop_type,
                     outcome.primary_concern,
                     outcome.overall_health_score,
                     attempts=attempt,
+                    history=tuple(history),
                 )
+            assert isinstance(outcome, N8nFailure)
             metrics.N8N_FAILURES.labels(kind=outcome.kind).inc()
             if not outcome.transient or attempt >= self.max_attempts:
                 suffix = f" (after {attempt} attempts)" if attempt > 1 else ""
@@ -185,6 +223,7 @@ class N8nClient:
                     outcome.transient,
                     outcome.kind,
                     attempts=attempt,
+                    history=tuple(history),
                 )
             delay = self.delay(attempt, outcome)
             log.warning(

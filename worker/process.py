@@ -19,8 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry.trace import SpanKind
+
 from plantnotify.contracts.queues import AnalysisJob
-from plantnotify.logs import log_context
+from plantnotify.logs import current_context, log_context
+from plantnotify.tracing import parse_traceparent, resume, span
 from worker import faults, metrics, stages
 from worker.n8n import Cancelled, N8nAnswer, N8nClient, N8nRequest
 from worker.store import ClaimState, JobStore, Outcome, Work
@@ -69,8 +72,15 @@ class JobProcessor:
             return list(self._running)
 
     def process(self, job: AnalysisJob) -> Result:
-        with log_context(
-            request_id=job.request_id, analysis_id=job.analysis_id, user_id=job.user_id
+        trace = parse_traceparent(job.traceparent)
+        with (
+            log_context(
+                request_id=job.request_id,
+                analysis_id=job.analysis_id,
+                user_id=job.user_id,
+                trace_id=trace.trace_id if trace else None,
+            ),
+            span("analysis", trace, kind=SpanKind.CONSUMER, analysis_id=job.analysis_id),
         ):
             try:
                 return self._process(job)
@@ -86,7 +96,14 @@ class JobProcessor:
             return work
         metrics.JOBS_IN_FLIGHT.inc()
         try:
-            return self._run(work)
+            if "trace_id" in current_context() or work.trace_id is None:
+                return self._run(work)
+            # A job without trace headers (queued by an older API): the stored trace id.
+            with (
+                log_context(trace_id=work.trace_id),
+                span("analysis", resume(work.trace_id), kind=SpanKind.CONSUMER),
+            ):
+                return self._run(work)
         except Cancelled:
             self.store.release([work.analysis_id])
             raise
@@ -190,10 +207,13 @@ class JobProcessor:
                 crop_type=answer.crop_type,
                 primary_concern=answer.primary_concern,
                 health=answer.overall_health_score,
+                n8n_attempts=answer.history,
             )
         else:
             log.warning("N8N failed for good: %s", answer.message)
-            outcome = Outcome(completed=False, error_message=answer.message)
+            outcome = Outcome(
+                completed=False, error_message=answer.message, n8n_attempts=answer.history
+            )
         return self._finish(work, outcome)
 
     def _finish(self, work: Work, outcome: Outcome) -> Result:

@@ -30,6 +30,7 @@ from plantnotify.contracts.events import (
 from plantnotify.db.models import Analysis, AnalysisImage, EventRow
 from plantnotify.db.session import transaction
 from worker import stages
+from worker.n8n import N8nAttempt
 from worker.presence import owner_alive
 
 log = logging.getLogger("plantnotify.worker.store")
@@ -55,6 +56,7 @@ class Work:
     crop_type: str | None
     mime_type: str
     attempt: int
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,8 @@ class Outcome:
     primary_concern: str | None = None
     health: int | None = None
     error_message: str | None = None
+    # Each N8N call, recorded with the result for the delivery timeline.
+    n8n_attempts: tuple[N8nAttempt, ...] = ()
 
 
 def _relaxed(session: Session) -> None:
@@ -95,7 +99,11 @@ FINISH_SQL = text(
     " overall_health_score = :health, error_message = :error, lease_owner = NULL,"
     " lease_expires_at = NULL, updated_at = :at, completed_at = :at"
     " WHERE id = :id AND status = 'Processing' AND lease_owner = :owner"
-    " RETURNING id, user_id)"
+    " RETURNING id, user_id),"
+    # each N8N attempt, for the delivery timeline (plantnotify/timeline.py), in the same trip
+    " attempts AS (INSERT INTO trace_steps (analysis_id, user_id, trace_id, step, at, detail)"
+    " SELECT done.id, done.user_id, :trace_id, 'n8n_attempt', a.at, a.detail"
+    " FROM done, jsonb_to_recordset(CAST(:attempts AS jsonb)) AS a(at timestamptz, detail jsonb))"
     " INSERT INTO events (id, user_id, analysis_id, type, payload, expires_at)"
     " SELECT :event_id, user_id, id, :type, CAST(:payload AS jsonb), :expires FROM done"
 )
@@ -184,7 +192,9 @@ class JobStore:
             row.lease_expires_at = now + self.lease
             row.attempts += 1
             row.updated_at = now
-            work = Work(row.id, row.user_id, row.crop_type, row.mime_type, row.attempts)
+            work = Work(
+                row.id, row.user_id, row.crop_type, row.mime_type, row.attempts, row.trace_id
+            )
             started = self._progress_row(s, row, 10, "started")
             return Claim(ClaimState.CLAIMED, work=work, events=(started,) if started else ())
 
@@ -201,7 +211,11 @@ class JobStore:
 
         One statement on an autocommit connection (see :data:`PROGRESS_SQL`)."""
         event = AnalysisProgress(
-            analysis_id=work.analysis_id, user_id=work.user_id, progress=progress, stage=stage
+            analysis_id=work.analysis_id,
+            user_id=work.user_id,
+            trace_id=work.trace_id,
+            progress=progress,
+            stage=stage,
         )
         params = {
             "event_id": event.event_id,
@@ -245,6 +259,7 @@ class JobStore:
             event = AnalysisCompleted(
                 analysis_id=work.analysis_id,
                 user_id=work.user_id,
+                trace_id=work.trace_id,
                 completed_at=at,
                 crop_type=crop_type,
                 primary_concern=outcome.primary_concern,
@@ -257,6 +272,7 @@ class JobStore:
             event = AnalysisFailed(
                 analysis_id=work.analysis_id,
                 user_id=work.user_id,
+                trace_id=work.trace_id,
                 failed_at=at,
                 error_message=message,
             )
@@ -274,6 +290,13 @@ class JobStore:
             "type": str(event.event),
             "payload": json.dumps(event.to_wire()),
             "expires": utcnow() + timedelta(seconds=self.expiry),
+            "trace_id": work.trace_id,
+            "attempts": json.dumps(
+                [
+                    {"at": a.at.isoformat(), "detail": a.detail(number)}
+                    for number, a in enumerate(outcome.n8n_attempts, start=1)
+                ]
+            ),
         }
         with self._autocommit() as conn:
             stored = conn.execute(FINISH_SQL, params).rowcount
@@ -344,7 +367,11 @@ class JobStore:
         if seen:
             return None
         event = AnalysisProgress(
-            analysis_id=row.id, user_id=row.user_id, progress=progress, stage=stage
+            analysis_id=row.id,
+            user_id=row.user_id,
+            trace_id=row.trace_id,
+            progress=progress,
+            stage=stage,
         )
         add_event(s, event, self.expiry)
         return event
@@ -369,6 +396,7 @@ class JobStore:
             event = AnalysisCompleted(
                 analysis_id=row.id,
                 user_id=row.user_id,
+                trace_id=row.trace_id,
                 completed_at=at,
                 crop_type=row.crop_type,
                 primary_concern=row.primary_concern,
@@ -380,7 +408,11 @@ class JobStore:
             row.status = AnalysisStatus.FAILED
             row.error_message = message
             event = AnalysisFailed(
-                analysis_id=row.id, user_id=row.user_id, failed_at=at, error_message=message
+                analysis_id=row.id,
+                user_id=row.user_id,
+                trace_id=row.trace_id,
+                failed_at=at,
+                error_message=message,
             )
         add_event(s, event, self.expiry)
         return event

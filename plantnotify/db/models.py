@@ -344,6 +344,7 @@ class RuntimeSetting(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
 
+
 class TraceStep(Base):
     """What the delivery timeline needs beyond the other tables: N8N attempts, every receipt.
 
