@@ -50,6 +50,7 @@ THIRD_PARTY_ENV = {
     "postgres": {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"},
     "rabbitmq": {"RABBITMQ_DEFAULT_USER", "RABBITMQ_DEFAULT_PASS"},
     "prometheus": set(),
+    "grafana": {"GF_USERS_ALLOW_SIGN_UP"},
 }
 # Variables our images set that are Python's or pip's, not the project's.
 RUNTIME_ENV = {
