@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "n8n-standin": ("devtools.n8n_standin", "run the local stand-in for the N8N analysis webhook"),
     "up": ("devtools.localstack", "run the whole local stack in the foreground"),
     "rollout": ("plantnotify.rolloutcli", "realtime for PERCENT of users, or `off` (all poll)"),
+    "why": ("plantnotify.whycli", "why a notification came or not: an analysis' delivery timeline"),
 }
 
 
