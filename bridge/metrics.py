@@ -55,3 +55,10 @@ IN_SYNC = Gauge(
     "plantnotify_bridge_session_picture_in_sync",
     "1 when the bridge knows who is online (connected and replayed), 0 otherwise.",
 )
+DELIVERY_LATENCY = Histogram(
+    "plantnotify_delivery_latency_seconds",
+    "From an event's completion (completedAt/failedAt) to a device having it, as the device's "
+    "receipt reports it (device clock), by transport (tcp, ws, push).",
+    ["transport"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
