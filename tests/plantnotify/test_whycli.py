@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
+from devtools.world import make_analysis, sessions_for, settings_env
 from plantnotify.cli import main
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.events import AnalysisCompleted, utcnow
@@ -26,7 +27,6 @@ from plantnotify.db.models import (
 from plantnotify.settings import Settings
 from plantnotify.timeline import Step, record_step
 from tests.support.mqtt import connect
-from tests.support.worker import make_analysis, sessions_for, settings_env
 
 TRACE = "1f2e3d4c5b6a79881f2e3d4c5b6a7988"
 

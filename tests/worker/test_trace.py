@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import update
 
+from devtools.world import Subscriber, make_analysis, sessions_for
 from plantnotify.amqp.publisher import JobPublisher
 from plantnotify.contracts.events import AnalysisStatus, EventType
 from plantnotify.contracts.queues import AnalysisJob
@@ -15,14 +16,7 @@ from plantnotify.db.models import Analysis
 from plantnotify.settings import Settings
 from plantnotify.timeline import Step, analysis_timeline
 from tests.support.fake_n8n import FakeN8n
-from tests.support.worker import (
-    Queues,
-    Subscriber,
-    make_analysis,
-    sessions_for,
-    wait_published,
-    wait_status,
-)
+from tests.support.worker import Queues, wait_published, wait_status
 
 StartWorker = Callable[..., Any]
 OpenSubscriber = Callable[[str], Subscriber]
