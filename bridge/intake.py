@@ -16,6 +16,8 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
+from opentelemetry.trace import SpanKind
+
 from bridge import metrics
 from bridge.decision import first_due
 from bridge.store import EventRef, NewDecision, ReceiptResult, Store
@@ -25,7 +27,9 @@ from plantnotify.contracts.events import (
     parse_event,
     parse_receipt,
 )
+from plantnotify.contracts.ids import is_valid_client_id
 from plantnotify.mqtt import Message
+from plantnotify.tracing import resume, span
 
 log = logging.getLogger("plantnotify.bridge")
 
@@ -129,8 +133,26 @@ class Intake:
             metrics.RECEIPTS.labels("malformed").inc()
             log.warning("receipt ignored: NUL in eventId", extra={"user_id": user_id})
             return False
-        result = self.store.record_receipt(user_id, receipt.event_id, now)
+        if receipt.client_id is not None and not is_valid_client_id(user_id, receipt.client_id):
+            receipt = receipt.model_copy(update={"client_id": None})  # not this user's device
+        recorded = self.store.record_receipt(user_id, receipt, now)
+        result = recorded.result
         metrics.RECEIPTS.labels(str(result)).inc()
+        if recorded.latency_seconds is not None and receipt.transport is not None:
+            metrics.DELIVERY_LATENCY.labels(str(receipt.transport)).observe(
+                recorded.latency_seconds
+            )
+        with span(
+            "receipt",
+            resume(recorded.trace_id),
+            kind=SpanKind.CONSUMER,
+            result=str(result),
+            transport=receipt.transport,
+            latency_ms=None
+            if recorded.latency_seconds is None
+            else round(recorded.latency_seconds * 1000, 1),
+        ):
+            pass  # a point on the trace: this device has the event
         if result is ReceiptResult.FOREIGN:
             log.warning(
                 "receipt for an event this user does not own ignored", extra={"user_id": user_id}

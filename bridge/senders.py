@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from firebase_admin import messaging
+from opentelemetry.trace import SpanKind
 from sqlalchemy.exc import DBAPIError
 
 from bridge import metrics
@@ -23,6 +24,7 @@ from bridge.retry import Outcome, RetryPolicy, next_step
 from bridge.store import Claim, Store
 from plantnotify.contracts.events import AnalysisCompleted, AnalysisFailed, parse_event
 from plantnotify.logs import log_context
+from plantnotify.tracing import resume, span
 
 log = logging.getLogger("plantnotify.bridge")
 
@@ -107,11 +109,22 @@ class Senders:
         """One attempt at FCM, recorded in the database whatever happens. A lease that could run
         out during the send is given back unsent: another bridge may take it then, and two
         sends of one delivery must never overlap."""
-        with log_context(
-            event_id=claim.event_id,
-            user_id=claim.user_id,
-            analysis_id=claim.analysis_id,
-            request_id=claim.request_id,
+        trace_id = claim.payload.get("traceId")
+        with (
+            log_context(
+                event_id=claim.event_id,
+                user_id=claim.user_id,
+                analysis_id=claim.analysis_id,
+                request_id=claim.request_id,
+                trace_id=trace_id,
+            ),
+            span(
+                "push",
+                resume(trace_id),
+                kind=SpanKind.CLIENT,
+                platform=claim.platform,
+                attempt=claim.attempt,
+            ),
         ):
             try:
                 if utcnow() + self.lease / 2 >= claim.lease_until:

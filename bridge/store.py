@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bridge.decision import Action, DecisionInput, DecisionState, decide
 from bridge.retry import DeliveryStatus, NextStep, Outcome
-from plantnotify.contracts.events import PUSHABLE_EVENTS
+from plantnotify.contracts.events import PUSHABLE_EVENTS, Receipt
 from plantnotify.db.models import (
     Analysis,
     Device,
@@ -48,8 +48,10 @@ from plantnotify.db.models import (
     PushDecision,
     PushDelivery,
     PushReceipt,
+    TraceStep,
 )
 from plantnotify.db.session import commit_without_flush_wait, transaction
+from plantnotify.timeline import Step
 
 log = logging.getLogger("plantnotify.bridge.store")
 
@@ -110,6 +112,28 @@ class ReceiptResult(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     FOREIGN = "foreign"  # no such event, or it belongs to another user
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRecorded:
+    result: ReceiptResult
+    # Completion → device, as the device reported it; set the first time a device confirms.
+    latency_seconds: float | None = None
+    trace_id: str | None = None
+
+
+def delivery_latency(payload: dict[str, Any], device_received_at: int | None) -> float | None:
+    """Seconds from the event's completion to the device having it (device clock), or None
+    when the device did not say, or its clock puts it before the completion (skew)."""
+    done = payload.get("completedAt") or payload.get("failedAt")
+    if device_received_at is None or not isinstance(done, str):
+        return None
+    try:
+        completed = datetime.fromisoformat(done.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    latency = device_received_at / 1000 - completed.timestamp()
+    return latency if latency >= 0 else None
 
 
 class Store:
@@ -209,11 +233,40 @@ class Store:
 
     # --- receipts and session changes ---------------------------------------------------------
 
-    def record_receipt(self, user_id: str, event_id: str, now: datetime) -> ReceiptResult:
+    def record_receipt(
+        self, user_id: str, receipt: Receipt | str, now: datetime
+    ) -> ReceiptRecorded:
+        """The first receipt of an event settles its decision; every device's is on the timeline."""
+        if isinstance(receipt, str):
+            receipt = Receipt(event_id=receipt)
+        event_id = receipt.event_id
         with self._begin(durable=False) as s:
-            owner = s.execute(select(EventRow.user_id).where(EventRow.id == event_id)).scalar()
-            if owner is None or owner != user_id:
-                return ReceiptResult.FOREIGN
+            event = s.execute(
+                select(EventRow.user_id, EventRow.analysis_id, EventRow.payload).where(
+                    EventRow.id == event_id
+                )
+            ).first()
+            if event is None or event.user_id != user_id:
+                return ReceiptRecorded(ReceiptResult.FOREIGN)
+            latency = delivery_latency(event.payload, receipt.received_at)
+            device_new = s.execute(
+                insert(TraceStep)
+                .values(
+                    analysis_id=event.analysis_id,
+                    user_id=user_id,
+                    trace_id=event.payload.get("traceId"),
+                    step=str(Step.DELIVERED),
+                    at=now,
+                    event_id=event_id,
+                    device=receipt.client_id,
+                    detail={
+                        "transport": receipt.transport,
+                        "deviceReceivedAt": receipt.received_at,
+                        "latencyMs": None if latency is None else round(latency * 1000, 1),
+                    },
+                )
+                .on_conflict_do_nothing()
+            ).rowcount  # type: ignore[attr-defined]
             added = s.execute(
                 insert(PushReceipt)
                 .values(event_id=event_id, user_id=user_id, received_at=now)
@@ -228,7 +281,11 @@ class Store:
                 )
                 .values(due_at=now)
             )
-        return ReceiptResult.ACCEPTED if added else ReceiptResult.DUPLICATE
+        return ReceiptRecorded(
+            ReceiptResult.ACCEPTED if added else ReceiptResult.DUPLICATE,
+            latency if device_new else None,
+            event.payload.get("traceId"),
+        )
 
     def expedite(self, user_ids: Sequence[str], now: datetime) -> int:
         """Make the users' pending decisions due now (they went offline without a receipt)."""

@@ -358,6 +358,15 @@ class TraceStep(Base):
         Index("ix_trace_steps_analysis_at", "analysis_id", "at"),
         Index("ix_trace_steps_user_at", "user_id", "at"),
         Index("ix_trace_steps_at", "at"),
+        # One receipt row per (event, device): QoS 1 may deliver a receipt twice.
+        Index(
+            "uq_trace_steps_receipt",
+            "event_id",
+            "device",
+            unique=True,
+            postgresql_where=text("step = 'delivered'"),
+            postgresql_nulls_not_distinct=True,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -42,11 +42,11 @@ def test_receipts_only_from_the_owner_and_once(world: World, store: Store) -> No
     owner, stranger = new_user(), new_user()
     event, row = _taken_in(world, store, owner, live=1)
     store.create_decisions([row])
-    assert store.record_receipt(stranger, event.event_id, utcnow()) is ReceiptResult.FOREIGN
-    assert store.record_receipt(owner, "no-such-event", utcnow()) is ReceiptResult.FOREIGN
+    assert store.record_receipt(stranger, event.event_id, utcnow()).result is ReceiptResult.FOREIGN
+    assert store.record_receipt(owner, "no-such-event", utcnow()).result is ReceiptResult.FOREIGN
     assert world.receipt(event.event_id) is None
-    assert store.record_receipt(owner, event.event_id, utcnow()) is ReceiptResult.ACCEPTED
-    assert store.record_receipt(owner, event.event_id, utcnow()) is ReceiptResult.DUPLICATE
+    assert store.record_receipt(owner, event.event_id, utcnow()).result is ReceiptResult.ACCEPTED
+    assert store.record_receipt(owner, event.event_id, utcnow()).result is ReceiptResult.DUPLICATE
 
 
 def test_due_decisions_are_settled_newest_first(world: World, store: Store) -> None:

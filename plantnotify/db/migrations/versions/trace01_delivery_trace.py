@@ -33,6 +33,14 @@ def upgrade() -> None:
     op.create_index('ix_trace_steps_analysis_at', 'trace_steps', ['analysis_id', 'at'])
     op.create_index('ix_trace_steps_user_at', 'trace_steps', ['user_id', 'at'])
     op.create_index('ix_trace_steps_at', 'trace_steps', ['at'])
+    op.create_index(
+        'uq_trace_steps_receipt',
+        'trace_steps',
+        ['event_id', 'device'],
+        unique=True,
+        postgresql_where=sa.text("step = 'delivered'"),
+        postgresql_nulls_not_distinct=True,
+    )
 
 
 def downgrade() -> None:
