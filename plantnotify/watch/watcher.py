@@ -21,6 +21,7 @@ from plantnotify.contracts.events import (
     AnalysisFailed,
     InvalidPayload,
     Receipt,
+    Transport,
     parse_event,
 )
 from plantnotify.contracts.ids import new_client_id
@@ -75,6 +76,7 @@ class Watcher:
         self._grant_lock = threading.Lock()
         self._grant: RealtimeGrant | None = None
         self._receipts: dict[str, PublishHandle | None] = {}
+        self._received_at: dict[str, int] = {}  # eventId -> ms since the epoch, for receipts
         self.client: MqttClient | None = None
         self.user_id = ""
         self.client_id = ""
@@ -237,6 +239,7 @@ class Watcher:
         if event_id in self._receipts and self._receipts[event_id] is not None:
             return  # already on its way; _retry_receipts resends it if that copy is lost
         self._receipts[event_id] = None
+        self._received_at.setdefault(event_id, int(time.time() * 1000))
         self._publish_receipt(event_id)
 
     def _publish_receipt(self, event_id: str) -> None:
@@ -244,9 +247,13 @@ class Watcher:
         if self.client is None or grant is None:
             return
         try:
-            handle = self.client.publish(
-                grant.receipts_topic, Receipt(event_id=event_id).to_json_bytes(), qos=1
+            receipt = Receipt(
+                event_id=event_id,
+                received_at=self._received_at.get(event_id),
+                transport=Transport.TCP,
+                client_id=self.client_id,
             )
+            handle = self.client.publish(grant.receipts_topic, receipt.to_json_bytes(), qos=1)
         except MqttError:
             return  # not connected: sent after the next connect
         self._receipts[event_id] = handle
@@ -265,6 +272,7 @@ class Watcher:
                 self._publish_receipt(event_id)
                 continue
             del self._receipts[event_id]
+            self._received_at.pop(event_id, None)
             self.stats["receipts"] += 1
 
     def _drain_receipts(self, timeout: float) -> None:

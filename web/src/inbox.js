@@ -77,7 +77,7 @@ export class Inbox {
       return "duplicate";
     }
     this.handledHere.add(event.eventId);
-    this.sendReceipt(event.eventId);
+    this.sendReceipt(event.eventId, source);
 
     const knownSince = this.seen.firstSeenAt(event.eventId);
     this.seen.record(event.eventId);

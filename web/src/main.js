@@ -290,7 +290,9 @@ class App {
       pageLoadedAt: PAGE_LOADED_AT,
       onEvent: (event, source) => this._applyEvent(event, source),
       onToast: (event) => this._notify(event),
-      sendReceipt: (eventId) => this.realtime.sendReceipt(eventId),
+      // A live event's receipt says when this tab got it (completion → device latency).
+      sendReceipt: (eventId, source) =>
+        this.realtime.sendReceipt(eventId, source === "live" ? Date.now() : null),
     });
     this.realtime = new Realtime({
       fetchToken: () => this._realtimeToken(),

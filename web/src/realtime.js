@@ -70,7 +70,7 @@ export class Realtime extends EventTarget {
     this.grant = null; // the realtime token answer, plus receivedAt
     this.client = null;
     this.stopped = true;
-    this.pendingReceipts = new Set(); // not yet acknowledged by the broker
+    this.pendingReceipts = new Map(); // eventId -> receivedAt, until the broker acknowledges
     this.inflightReceipts = new Set(); // published on the current connection, PUBACK awaited
     this.stats = { connects: 0, tokenFetches: 0, tokenRenewals: 0, attempts: 0 };
     this._wake = null;
@@ -94,9 +94,13 @@ export class Realtime extends EventTarget {
     this._setState(STATE.DISCONNECTED, "");
   }
 
-  /** Send ``{"eventId"}`` QoS 1 to the receipts topic; kept until acknowledged. */
-  sendReceipt(eventId) {
-    this.pendingReceipts.add(eventId);
+  /**
+   * Send ``{"eventId"}`` QoS 1 to the receipts topic; kept until acknowledged. With
+   * ``receivedAt`` (ms since the epoch: when the event arrived live) the receipt also says how
+   * and where it arrived, for the delivery timeline and the completion → device latency.
+   */
+  sendReceipt(eventId, receivedAt = null) {
+    if (!this.pendingReceipts.has(eventId)) this.pendingReceipts.set(eventId, receivedAt);
     this._flushReceipts();
   }
 
@@ -279,12 +283,16 @@ export class Realtime extends EventTarget {
   _flushReceipts() {
     const client = this.client;
     if (!client || !client.connected || !this.grant) return;
-    for (const eventId of this.pendingReceipts) {
+    for (const [eventId, receivedAt] of this.pendingReceipts) {
       if (this.inflightReceipts.has(eventId)) continue;
       this.inflightReceipts.add(eventId);
+      const receipt =
+        receivedAt === null
+          ? { eventId, clientId: this.clientId }
+          : { eventId, receivedAt, transport: "ws", clientId: this.clientId };
       client.publish(
         this.grant.topics.receipts,
-        JSON.stringify({ eventId }),
+        JSON.stringify(receipt),
         { qos: 1, retain: false },
         (err) => {
           this.inflightReceipts.delete(eventId);
