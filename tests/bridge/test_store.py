@@ -5,11 +5,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from bridge.retry import NextStep, Outcome
 from bridge.store import NewDecision, ReceiptResult, Store
-from plantnotify.contracts.events import utcnow
+from plantnotify.contracts.events import Receipt, Transport, utcnow
+from plantnotify.db.models import TraceStep
 from plantnotify.settings import Settings
+from plantnotify.timeline import analysis_timeline
 from tests.bridge.conftest import World, new_user
 
 GRACE = timedelta(seconds=10)
@@ -94,3 +97,50 @@ def test_a_report_after_losing_the_lease_does_not_overwrite(
     (row_,) = world.deliveries(event.event_id)
     assert (row_.status, row_.attempts) == ("sent", 2)
     assert [a.outcome for a in world.attempts(row_.id)] == ["unknown", "sent", "sent"]
+
+
+def test_each_devices_receipt_is_on_the_timeline_once_with_its_latency(
+    world: World, store: Store
+) -> None:
+    owner = new_user()
+    trace = "7c1e0f3a9b2d4e6f8a0b1c2d3e4f5a6b"
+    completed = utcnow() - timedelta(seconds=2)
+    event = world.event(owner, completed_at=completed, trace_id=trace)
+    world.store(event, published=True)
+    (ref,) = store.events([event.event_id]).values()
+    store.create_decisions([NewDecision(ref, utcnow(), 1, utcnow() + GRACE)])
+    at_ms = int((completed + timedelta(milliseconds=250)).timestamp() * 1000)
+
+    def receipt(device: str | None, received_at: int | None) -> Receipt:
+        return Receipt(
+            event_id=event.event_id,
+            received_at=received_at,
+            transport=Transport.WS if received_at else None,
+            client_id=device,
+        )
+
+    first = store.record_receipt(owner, receipt(f"{owner}-web-1", at_ms), utcnow())
+    assert first.result is ReceiptResult.ACCEPTED and first.trace_id == trace
+    assert first.latency_seconds == pytest.approx(0.25, abs=0.002)
+    again = store.record_receipt(owner, receipt(f"{owner}-web-1", at_ms), utcnow())
+    assert again.result is ReceiptResult.DUPLICATE and again.latency_seconds is None
+    phone = store.record_receipt(owner, receipt(f"{owner}-pixel7", at_ms + 500), utcnow())
+    assert phone.result is ReceiptResult.DUPLICATE  # the decision had its receipt already
+    assert phone.latency_seconds == pytest.approx(0.75, abs=0.002)
+    skewed = store.record_receipt(owner, receipt(f"{owner}-tab", at_ms - 10_000), utcnow())
+    assert skewed.latency_seconds is None, "a clock behind the completion is not a latency"
+    bare = store.record_receipt(owner, event.event_id, utcnow())
+    assert bare.latency_seconds is None
+    assert store.record_receipt(owner, event.event_id, utcnow()).result is ReceiptResult.DUPLICATE
+
+    with world.db() as s:
+        timeline = analysis_timeline(s, event.analysis_id)
+    assert timeline is None  # the world stores events without an analysis row
+    with world.db() as s:
+        rows = s.execute(
+            select(TraceStep.device, TraceStep.trace_id).where(TraceStep.event_id == event.event_id)
+        ).all()
+    assert sorted((d or "-") for d, _ in rows) == sorted(
+        ["-", f"{owner}-pixel7", f"{owner}-tab", f"{owner}-web-1"]
+    ), "one row per device, and one for receipts that named none"
+    assert {t for _, t in rows} == {trace}
