@@ -156,6 +156,9 @@ class Receipt(_Wire):
     transport: Transport | None = None
     client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,130}$")
 
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
 
 def parse_receipt(raw: bytes) -> Receipt:
     if len(raw) > MAX_RECEIPT_BYTES:

@@ -153,13 +153,18 @@ def test_each_event_is_shown_once_and_receipted(
         for _ in range(3):  # QoS-1 duplicates and a retained re-publish of the same event
             publish_as_service(live_stack, event, retain=True)
         wait_for(
-            lambda: {"eventId": event["eventId"]} in receipts.payloads(),
+            lambda: event["eventId"] in {p["eventId"] for p in receipts.payloads()},
             timeout=10,
             what="a receipt on users/{id}/receipts",
         )
         wait_for(lambda: watch.watcher.stats["duplicates"] >= 2, timeout=10, what="duplicates")
     assert watch.event_ids().count(event["eventId"]) == 1
-    assert all(set(p) == {"eventId"} for p in receipts.payloads())
+    for receipt in receipts.payloads():
+        # "this device has the event", and when, how and which device (issue 16's timeline)
+        assert set(receipt) == {"eventId", "receivedAt", "transport", "clientId"}, receipt
+        assert receipt["transport"] == "tcp"
+        assert receipt["clientId"] == watch.watcher.client_id
+        assert abs(receipt["receivedAt"] / 1000 - time.time()) < 60
 
     # A restart of the same device does not show it again (seen ids are kept on disk).
     watch.stop()
