@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
@@ -32,7 +33,9 @@ from plantnotify.contracts.urls import API_PREFIX
 from plantnotify.db.session import make_engine, session_factory
 from plantnotify.logs import get_logger
 from plantnotify.settings import Settings, load_settings
+from plantnotify.timeline import purge_older_than
 
+RETENTION_INTERVAL_SECONDS = 3600.0
 log = get_logger("plantnotify.api")
 PUBLISHER_HEARTBEAT_SECONDS = 5.0  # well inside the 15 s AMQP heartbeat
 
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tasks = [
             asyncio.create_task(_publisher_keepalive(state.publisher)),
             asyncio.create_task(_requeue_loop(state)),
+            asyncio.create_task(_retention_loop(state)),
         ]
         try:
             yield
@@ -120,6 +124,25 @@ async def _requeue_loop(state: AppState) -> None:
             continue
         if count:
             state.metrics.requeued.inc(count)
+
+
+async def _retention_loop(state: AppState) -> None:
+    """Drop delivery-timeline records older than TRACE_RETENTION_DAYS (every API replica may;
+    the delete is idempotent)."""
+    days = state.settings.trace_retention_days
+    while True:
+        try:
+            await run_in_threadpool(_purge_timeline, state.sessions, days)
+        except Exception:  # a database hiccup: the next run retries
+            log.exception("timeline retention sweep failed")
+        await asyncio.sleep(RETENTION_INTERVAL_SECONDS)
+
+
+def _purge_timeline(sessions: sessionmaker[Session], days: int) -> None:
+    with sessions() as session, session.begin():
+        purged = purge_older_than(session, days)
+    if purged:
+        log.info("dropped %d delivery-timeline records older than %d days", purged, days)
 
 
 async def _publisher_keepalive(publisher: JobPublisher) -> None:
