@@ -4,7 +4,8 @@
 
 - **Settings** come from the environment (plus the command's flags); a refused configuration
   is one log line naming the variable, exit 2.
-- **Logging** is set up once, with the service's name on every line.
+- **Logging** is set up once, with the service's name on every line; **tracing** exports spans
+  over OTLP/HTTP only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (``plantnotify.tracing``).
 - **SIGTERM/SIGINT** set ``Boot.stop`` (the handler only flags it; a handler that logs can
   re-enter a half-written log line). A stop requested while still starting exits 0.
 - **Dependencies** are polled every 0.5 s until each answers, all within one deadline of
@@ -35,11 +36,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 
 from plantnotify.logs import get_logger, setup_logging
 from plantnotify.settings import ConfigError, Settings, load_settings, normalize_database_url
+from plantnotify.tracing import setup_tracing, shutdown_tracing
 
 EXIT_OK = 0
 EXIT_UNAVAILABLE = 1
@@ -187,6 +190,9 @@ def run_service(
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG
     setup_logging(settings, service=service)
+    if setup_tracing(service, settings.otel_exporter_otlp_endpoint):
+        where = urlsplit(settings.otel_exporter_otlp_endpoint or "").netloc.rsplit("@", 1)[-1]
+        log.info("exporting spans over OTLP/HTTP to %s", where)
     boot = Boot(service, settings, time.monotonic() + settings.startup_timeout_seconds)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -211,5 +217,6 @@ def run_service(
         log.error("configuration error: %s", exc)
         return EXIT_CONFIG
     finally:
+        shutdown_tracing()  # the spans of the last moments are flushed, not lost
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -35,6 +35,7 @@ from tests.deploy.procs import Part, http_ok, scrape, service_env, start_all, st
 from tests.support.broker import build_plugin
 from tests.support.mqtt import connect
 from tests.support.net import free_port, port_open, wait_for
+from tests.support.otlp import Collector
 
 FLOW_TIMEOUT = 60.0
 # A bound that catches a hang (a thread that never ends, a grace waited out), not a speed
@@ -52,6 +53,12 @@ class StackRun:
     user_id: str
     analysis_id: str
     metrics: dict[str, str] = field(default_factory=dict)  # part -> /metrics text
+    # Issue 16: the trace the upload continued, every span the parts exported to the collector
+    # stand-in, the owner's delivery timeline (read before the stop), and the run's database.
+    trace_id: str = ""
+    collector: Collector | None = None
+    delivery: dict[str, Any] = field(default_factory=dict)
+    database_url: str = ""
 
 
 def sample_value(text: str, sample: str) -> float:
@@ -89,7 +96,7 @@ def rabbit_user(rabbitmq_url: str) -> Iterator[tuple[str, str]]:
 
 
 def _stack(
-    base: Settings, database: str, rabbit: tuple[str, str], tmp: Path
+    base: Settings, database: str, rabbit: tuple[str, str], tmp: Path, otlp_endpoint: str
 ) -> tuple[dict[str, Part], dict[str, int], dict[str, str]]:
     ports = {
         name: free_port()
@@ -122,6 +129,7 @@ def _stack(
         METRICS_PORT_BRIDGE=str(ports["bridge"]),
         METRICS_PORT_BROKER=str(ports["broker"]),
         WORKER_SHUTDOWN_GRACE_SECONDS="2",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_endpoint,
     )
     logs = tmp / "logs"
 
@@ -160,17 +168,20 @@ def stack_run(
 ) -> Iterator[StackRun]:
     database = f"{base_settings.database_url}_stack"
     migrate(database)
-    parts, ports, secret_values = _stack(
-        base_settings, database, rabbit_user, tmp_path_factory.mktemp("stack")
-    )
-    try:
-        start_all([parts["broker"]])  # the others connect to it at start-up
-        start_all(p for name, p in parts.items() if name != "broker")
-        yield _flow(parts, ports, secret_values)
-    finally:
-        for p in parts.values():
-            p.kill()
-        drop_database(database)
+    with Collector() as collector:
+        parts, ports, secret_values = _stack(
+            base_settings, database, rabbit_user, tmp_path_factory.mktemp("stack"), collector.url
+        )
+        try:
+            start_all([parts["broker"]])  # the others connect to it at start-up
+            start_all(p for name, p in parts.items() if name != "broker")
+            run = _flow(parts, ports, secret_values)
+            run.collector, run.database_url = collector, database
+            yield run
+        finally:
+            for p in parts.values():
+                p.kill()
+            drop_database(database)
 
 
 def _flow(parts: dict[str, Part], ports: dict[str, int], secret_values: dict[str, str]) -> StackRun:
@@ -179,6 +190,7 @@ def _flow(parts: dict[str, Part], ports: dict[str, int], secret_values: dict[str
     password = "pw-" + secrets.token_urlsafe(16)
     fcm_token = "fcm-" + secrets.token_urlsafe(40)
     request_id = "req-" + secrets.token_hex(8)
+    trace_id = secrets.token_hex(16)  # the caller's trace, continued by the upload
     image = _noisy_png()
 
     with httpx.Client(timeout=20) as http:
@@ -200,7 +212,11 @@ def _flow(parts: dict[str, Part], ports: dict[str, int], secret_values: dict[str
             assert phone.subscribe(analyses_filter(user_id)) == [1]
             r = http.post(
                 f"{api}/plantanalyses/async",
-                headers={**auth, "X-Request-ID": request_id},
+                headers={
+                    **auth,
+                    "X-Request-ID": request_id,
+                    "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+                },
                 files={"image": ("leaf.png", image, "image/png")},
                 data={"cropType": "tomato"},
             )
@@ -223,6 +239,36 @@ def _flow(parts: dict[str, Part], ports: dict[str, int], secret_values: dict[str
             what="the FCM push",
         )
         assert pushes[0]["message"]["data"]["analysisId"] == analysis_id
+
+        # A browser opened afterwards: the retained event arrives over WebSocket and its
+        # receipt says when, how and which device (the delivery timeline's "delivered" step).
+        browser_id = f"{user_id}-web-{secrets.token_hex(3)}"
+        browser = connect(
+            ports["ws"], realtime["username"], realtime["token"], browser_id, transport="websockets"
+        )
+        try:
+            assert browser.subscribe(analyses_filter(user_id)) == [1]
+            retained: dict[str, Any] = {}
+            while retained.get("status") != "Completed":
+                retained = json.loads(browser.wait_message(timeout=FLOW_TIMEOUT).payload)
+            receipt = {
+                "eventId": retained["eventId"],
+                "receivedAt": int(time.time() * 1000),
+                "transport": "ws",
+                "clientId": browser_id,
+            }
+            browser.publish(realtime["topics"]["receipts"], json.dumps(receipt).encode())
+        finally:
+            browser.close()
+        delivery = wait_for(
+            lambda: (
+                (d := http.get(f"{api}/plantanalyses/{analysis_id}/delivery", headers=auth).json())
+                and any(st["step"] == "delivered" for st in d["steps"])
+                and d
+            ),
+            timeout=FLOW_TIMEOUT,
+            what="the browser's receipt on the delivery timeline",
+        )
 
         # Counters move a moment after what they count (the bridge records the push after FCM
         # answered; the plugin publishes its counters every 5 s): wait until they show the run.
@@ -270,4 +316,6 @@ def _flow(parts: dict[str, Part], ports: dict[str, int], secret_values: dict[str
         user_id=user_id,
         analysis_id=analysis_id,
         metrics=metrics,
+        trace_id=trace_id,
+        delivery=delivery,
     )
