@@ -120,6 +120,7 @@ class Bridge:
                 client_id=self.client_id,
                 credentials=self._credentials,
                 protocol=settings.mqtt_protocol,
+                failover=settings.mqtt_failover,
                 # A persistent session: receipts published while this bridge restarts are
                 # queued by the broker and read when it is back (same BRIDGE_INSTANCE).
                 clean_start=False,

@@ -36,6 +36,7 @@ def service_connect_options(
         return Credentials(user, token, expires_at=now + lifetime)
 
     options.setdefault("protocol", settings.mqtt_protocol)  # 3.1.1 on the NATS engine
+    options.setdefault("failover", settings.mqtt_failover)  # the cluster's other nodes
     return ConnectOptions(
         host=settings.mqtt_host,
         port=settings.mqtt_port,

@@ -157,6 +157,11 @@ class Settings(BaseSettings):
         description="NATS client URLs of the nodes, comma-separated (auth callout, presence).",
     )
     nats_data_dir: Path = Field(Path(".run/nats"), description="Local NATS cluster's data dir.")
+    mqtt_failover_hosts: str = Field(
+        "",
+        description="Other broker nodes (host:port, comma-separated) services try when "
+        "MQTT_HOST:MQTT_PORT does not answer (the NATS cluster).",
+    )
 
     # --- worker -----------------------------------------------------------------------------
     n8n_webhook_url: str | None = Field(
@@ -309,6 +314,15 @@ class Settings(BaseSettings):
             audience=self.mqtt_audience,
             issuer=self.mqtt_issuer,
         )
+
+    @property
+    def mqtt_failover(self) -> list[tuple[str, int]]:
+        out = []
+        for item in self.mqtt_failover_hosts.split(","):
+            host, _, port = item.strip().rpartition(":")
+            if host and port.isdigit():
+                out.append((host, int(port)))
+        return out
 
     @property
     def nats_url_list(self) -> list[str]:

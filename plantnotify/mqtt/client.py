@@ -256,14 +256,20 @@ class MqttClient:
 
     def _run(self) -> None:
         delay = self._opts.reconnect_min_delay
+        targets = [(self._opts.host, self._opts.port), *self._opts.failover]
+        current = 0
         while not self._stop.is_set():
             self._set_state(ConnectionState.CONNECTING)
+            host, port = targets[current]
             try:
-                self._connect()
+                self._connect(host, port)
             except (OSError, ValueError) as exc:
                 self._last_error = MqttNotConnected(
-                    f"cannot reach the broker at {self._opts.host}:{self._opts.port}: {exc}"
+                    f"cannot reach the broker at {host}:{port}: {exc}"
                 )
+                current = (current + 1) % len(targets)  # a cluster: try the next node
+                if current:
+                    delay = self._opts.reconnect_min_delay
                 log.warning("mqtt connect failed: %s; retrying in %.1fs", exc, delay)
             else:
                 refreshed = self._service()
@@ -278,7 +284,7 @@ class MqttClient:
             )
         self._set_state(ConnectionState.DISCONNECTED)
 
-    def _connect(self) -> None:
+    def _connect(self, host: str, port: int) -> None:
         creds = self._opts.credentials()
         self._credentials_expire = creds.expires_at
         self._paho.username_pw_set(creds.username, creds.password)
@@ -287,8 +293,8 @@ class MqttClient:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = self._opts.session_expiry
         self._paho.connect(
-            self._opts.host,
-            self._opts.port,
+            host,
+            port,
             keepalive=self._opts.keepalive,
             clean_start=self._opts.clean_start
             if self._opts.protocol == 5

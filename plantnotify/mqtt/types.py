@@ -56,6 +56,8 @@ class ConnectOptions:
     # Reconnect this many seconds before ``Credentials.expires_at``.
     refresh_margin: float = 30.0
     subscriptions: list[tuple[str, int]] = field(default_factory=list)
+    # Other nodes of a clustered broker, tried in turn when the current one does not answer.
+    failover: list[tuple[str, int]] = field(default_factory=list)
     # Filters (among ``subscriptions``) whose retained messages the broker must not replay
     # when subscribing (MQTT 5 Retain Handling 2): for services that follow new publications
     # on wide filters and would otherwise receive every retained message on each (re)connect.

@@ -67,6 +67,7 @@ def start_nats_cluster(base: Settings, data_dir: Path, **overrides: Any) -> Nats
         mqtt_port=first.mqtt_port,
         mqtt_ws_port=first.ws_port,
         nats_urls=",".join(n.client_url for n in layout.nodes),
+        mqtt_failover_hosts=",".join(f"{n.host}:{n.mqtt_port}" for n in layout.nodes[1:]),
         **overrides,
     )
     cluster = NatsCluster(settings, layout)
