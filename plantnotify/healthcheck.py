@@ -8,10 +8,13 @@ output of the last checks: ``docker inspect --format '{{json .State.Health}}' CO
   from this container's settings, so the check covers the plugin and the shared secret, not only
   an open port.
 - ``tcp://host:port``: healthy when the port accepts a connection.
+- ``file:///path``: healthy when the file was touched in the last 30 s (a heartbeat: the auth
+  callout touches one while it is connected and answering).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import sys
@@ -60,6 +63,7 @@ def check_mqtt(host: str, port: int, timeout: float) -> str:
         client_id=f"{HEALTHCHECK_USER}-{secrets.token_hex(4)}",
         credentials=lambda: Credentials(HEALTHCHECK_USER, token),
         reconnect_min_delay=timeout,
+        protocol=settings.mqtt_protocol,  # 3.1.1 on the NATS engine
     )
     client = MqttClient(options).start()
     deadline = time.monotonic() + timeout
@@ -78,16 +82,33 @@ def check_mqtt(host: str, port: int, timeout: float) -> str:
     return f"mqtt://{host}:{port}: CONNECT accepted"
 
 
+HEARTBEAT_MAX_AGE = 30.0
+
+
+def check_file(path: str) -> str:
+    try:
+        age = time.time() - os.path.getmtime(path)
+    except OSError as exc:
+        raise Unhealthy(f"file://{path}: {exc}") from None
+    if age > HEARTBEAT_MAX_AGE:
+        raise Unhealthy(f"file://{path}: last heartbeat {age:.0f} s ago")
+    return f"file://{path}: heartbeat {age:.0f} s ago"
+
+
 def check(url: str, timeout: float = 5.0) -> str:
     """A one-line description of the healthy target; raises Unhealthy otherwise."""
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
         return check_http(url, timeout)
+    if parts.scheme == "file" and parts.path:
+        return check_file(parts.path)
     if parts.scheme in ("tcp", "mqtt") and parts.hostname and parts.port:
         if parts.scheme == "tcp":
             return check_tcp(parts.hostname, parts.port, timeout)
         return check_mqtt(parts.hostname, parts.port, timeout)
-    raise Unhealthy(f"cannot check {url!r}: use http://, mqtt://host:port or tcp://host:port")
+    raise Unhealthy(
+        f"cannot check {url!r}: use http://, mqtt://host:port, tcp://host:port or file:///path"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

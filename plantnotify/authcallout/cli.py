@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from pathlib import Path
 
 from plantnotify.authcallout.service import AuthCallout, serve
 from plantnotify.logs import get_logger, setup_logging
@@ -25,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="NATS client URLs, comma-separated, this node's first (default: NATS_URLS)",
     )
     parser.add_argument("--name", default="auth-callout", help="connection name (logs, CONNZ)")
+    parser.add_argument(
+        "--heartbeat",
+        type=Path,
+        default=None,
+        help="touch this file every 5 s while connected (health check: "
+        "python -m plantnotify.healthcheck file:///that/file)",
+    )
     parser.add_argument(
         "--resync-seconds",
         type=float,
@@ -45,7 +53,13 @@ def run(args: argparse.Namespace) -> int:
         if args.servers
         else settings.nats_url_list
     )
-    callout = AuthCallout(settings, servers, resync_seconds=args.resync_seconds, name=args.name)
+    callout = AuthCallout(
+        settings,
+        servers,
+        resync_seconds=args.resync_seconds,
+        name=args.name,
+        heartbeat=args.heartbeat,
+    )
 
     async def main() -> None:
         stop = asyncio.Event()

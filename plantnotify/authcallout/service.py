@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -69,7 +70,9 @@ class AuthCallout:
         *,
         resync_seconds: float = 30.0,
         name: str = "auth-callout",
+        heartbeat: Path | None = None,
     ) -> None:
+        self.heartbeat = heartbeat
         self.servers = list(servers)
         self.keys = NatsKeys.derive(settings.jwt_secret)
         self.issuer = self.keys.issuer.keypair
@@ -109,6 +112,8 @@ class AuthCallout:
         await self._auth.subscribe(AUTH_SUBJECT, queue=QUEUE_GROUP, cb=self._on_request)
         await self._auth.flush()
         self._tasks.append(asyncio.create_task(self._resync_loop()))
+        if self.heartbeat is not None:
+            self._tasks.append(asyncio.create_task(self._beat()))
         self.ready.set()
         log.info(
             "auth callout ready on %s (%d live connections known)",
@@ -129,6 +134,14 @@ class AuthCallout:
         started = time.monotonic()
         servers, conns = await connz_snapshot(self._sys)
         self.ledger.resync(started, servers, conns)
+
+    async def _beat(self) -> None:
+        """Touch the heartbeat file while both connections are up (container health check)."""
+        assert self.heartbeat is not None
+        while True:
+            if all(nc is not None and nc.is_connected for nc in (self._auth, self._sys)):
+                self.heartbeat.touch()
+            await asyncio.sleep(5.0)
 
     async def _resync_loop(self) -> None:
         while True:

@@ -50,7 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hosts",
         default=None,
-        help="nats, with --write-config: the machines' addresses, comma-separated",
+        help="nats, with --write-config or --node: the machines' addresses, comma-separated",
+    )
+    parser.add_argument(
+        "--node",
+        default=None,
+        help="nats, with --hosts: run only this node (n1, n2, ...) in the foreground, as on its "
+        "own machine (its config written to NATS_DATA_DIR); the callout runs beside it",
     )
 
 

@@ -34,7 +34,6 @@ CALLOUT_ENV = (
     "mqtt_issuer",
     "mqtt_leeway_seconds",
     "mqtt_max_connections_per_user",
-    "log_level",
     "log_format",
 )
 
@@ -66,6 +65,7 @@ def callout_env(settings: Settings, base: Mapping[str, str] | None = None) -> di
         else:
             env[name.upper()] = str(value)
     env["ENVIRONMENT"] = settings.environment
+    env["LOG_LEVEL"] = "INFO"  # its "ready" line is how start() knows it answers
     return env
 
 

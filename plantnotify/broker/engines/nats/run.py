@@ -10,10 +10,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 
+from plantnotify.broker.engines.nats.binary import find_nats_server
 from plantnotify.broker.engines.nats.cluster import ClusterError, NatsCluster, local_layout
 from plantnotify.broker.engines.nats.config import ClusterLayout, write_configs
 from plantnotify.broker.engines.nats.runtime import remove_cluster_runtime, write_cluster_runtime
@@ -25,6 +28,8 @@ log = get_logger("plantnotify.broker")
 
 def run_cluster(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = (args.write_config or settings.nats_data_dir).resolve()
+    if args.node is not None:
+        return run_node(settings, args, data_dir)
     if args.write_config is not None:
         if args.hosts:
             layout = ClusterLayout.for_hosts(
@@ -96,3 +101,23 @@ def run_cluster(settings: Settings, args: argparse.Namespace) -> int:
         return 1
     log.info("nats cluster stopped")
     return 0
+
+
+def run_node(settings: Settings, args: argparse.Namespace, data_dir: Path) -> int:
+    """One node of a cluster of machines (``--hosts``), replacing this process."""
+    if not args.hosts:
+        log.error("--node needs --hosts (every node's address, in node order)")
+        return 2
+    layout = ClusterLayout.for_hosts(
+        [h.strip() for h in args.hosts.split(",") if h.strip()], data_dir
+    )
+    names = [n.name for n in layout.nodes]
+    if args.node not in names:
+        log.error("--node %s is not one of %s", args.node, ", ".join(names))
+        return 2
+    write_configs(settings, layout)
+    node = next(n for n in layout.nodes if n.name == args.node)
+    binary = find_nats_server()
+    log.info("nats node %s: exec %s -c %s", node.name, binary, layout.config_path(node))
+    os.execv(binary, [binary, "-c", str(layout.config_path(node))])  # noqa: S606 (our binary)
+    return 0  # not reached
