@@ -81,16 +81,18 @@ def start_rig(
     device_credentials: CredentialsFor,
     transports: tuple[str, ...] = ("tcp", "ws"),
     protocol: int = 5,
+    publisher_port: int | None = None,
 ) -> PubSubRig:
     """Connect the publisher (client id, username, password) and one device per user per
-    transport; the devices subscribe to their user's analyses."""
+    transport; the devices subscribe to their user's analyses. ``publisher_port``: publish on
+    another node of a cluster than the devices' (default: the same broker)."""
     # Start every agent process first (their imports take a while), then connect them all.
     pub = ctx.agent("publisher", f"{label}-publisher")
     devices = {t: ctx.agent("subscriber", f"{label}-devices-{t}") for t in transports}
     client_id, username, password = publisher
     pub.send(
         "connect",
-        port=broker.port,
+        port=publisher_port or broker.port,
         client_id=client_id,
         username=username,
         password=password,

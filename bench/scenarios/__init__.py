@@ -13,6 +13,7 @@ ORDER = [
     "connections",
     "mass_disconnect",
     "amqtt",
+    "engines",
     "e2e_latency",
     "realpath",
     "sustained",
