@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 PLUGIN := mosquitto/plugin/plantnotify_auth.so
 PYTEST_ARGS ?=
 
-.PHONY: install system venv plugin web services up test test-fast test-plugin-churn check lint typecheck clean
+.PHONY: install system venv plugin web services up test test-fast test-plugin-churn test-chaos check lint typecheck clean
 
 ## install: all set-up, nothing else (system packages, .venv, npm deps, plugin)
 install: system venv web plugin
@@ -46,6 +46,11 @@ test-plugin-churn: install services
 ## test-fast: the unit tier only (no PostgreSQL, RabbitMQ or broker; tiers: tests/conftest.py)
 test-fast: venv web
 	@$(VENV)/bin/pytest -m unit -q $(PYTEST_ARGS)
+
+## test-chaos: the NATS cluster under load while a node, a callout, a worker and a bridge die
+## (sizes: PLANTNOTIFY_CHAOS_DEVICES / _RATE / _SECONDS; the issue's: 500 devices, 200/s)
+test-chaos: install services
+	@PLANTNOTIFY_CHAOS=1 $(VENV)/bin/pytest tests/chaos -s $(PYTEST_ARGS)
 
 check: lint typecheck
 
