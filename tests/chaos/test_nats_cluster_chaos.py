@@ -73,6 +73,9 @@ class Device:
                 protocol=4,
                 clean_start=False,
                 subscriptions=[(analyses_filter(user), 1)],
+                # not subscribed again while the broker kept the session: what arrives after
+                # a reconnect comes from the persistent session, not from a retained replay
+                no_retained_replay=frozenset({analyses_filter(user)}),
                 failover=[("127.0.0.1", p) for p in order[1:]],
                 reconnect_min_delay=0.2,
                 reconnect_max_delay=2.0,
