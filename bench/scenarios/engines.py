@@ -111,7 +111,7 @@ def _measure(
         publisher_port=entry.port,
     )
     rig.run(rate=100, seconds=ctx.pick(0.5, 1.0), key_prefix="warm")
-    seconds = ctx.pick(2.0, 10.0)
+    seconds = ctx.pick(1.0, 10.0)
     for rate in ctx.pick((RATE,), (LOW_RATE, RATE)):
         cpu0 = cpu()
         step = rig.run(rate=rate, seconds=seconds, key_prefix=f"r{rate}-")
@@ -122,7 +122,7 @@ def _measure(
     out["idle"] = hold_connections(
         ctx,
         entry,
-        n=ctx.pick(100, 1000),
+        n=ctx.pick(50, 1000),
         label=f"{label}-idle",
         credentials=creds,
         user_prefix=f"{label}idle",
@@ -132,7 +132,7 @@ def _measure(
     churn = hold_connections(
         ctx,
         entry,
-        n=ctx.pick(100, 1000),
+        n=ctx.pick(50, 1000),
         label=f"{label}-churn",
         credentials=creds,
         user_prefix=f"{label}churn",
@@ -146,7 +146,7 @@ def _measure(
     out["subscribers"] = hold_connections(
         ctx,
         entry,
-        n=ctx.pick(50, 300),
+        n=ctx.pick(20, 300),
         label=f"{label}-subs",
         credentials=creds,
         user_prefix=f"{label}sub",
