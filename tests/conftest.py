@@ -11,11 +11,10 @@ Every test gets exactly one tier marker, decided here from what it uses (see ``t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-
-import os
 
 # Opt-in suites (their own make targets): collected only when asked for.
 collect_ignore = [] if os.environ.get("PLANTNOTIFY_CHAOS") else ["chaos"]
@@ -36,7 +35,7 @@ TIERS = ("unit", "services", "e2e")
 # A fixture in a test's closure (fixtures it uses, directly or through other fixtures)
 # decides its tier; so do a few places whose tests start what they need themselves.
 E2E_FIXTURES = {"live_stack", "stack_run", "browser"}
-E2E_PLACES = ("bench/", "test_end_to_end.py")
+E2E_PLACES = ("bench/", "test_end_to_end.py", "chaos/")
 SERVICE_FIXTURES = {
     "database_url",
     "rabbitmq_url",
