@@ -138,6 +138,8 @@ class LeanClient(asyncio.Protocol):
         keepalive: int = 900,
         source_ip: str | None = None,
         auth_method: str | None = None,
+        clean: bool = True,
+        session_expiry: int = 0,
     ) -> None:
         """Connect (and subscribe, QoS 1); raises on refusal.
 
@@ -163,11 +165,20 @@ class LeanClient(asyncio.Protocol):
         await self.opened
         if auth_method is not None and password is not None:
             # MQTT 5 enhanced authentication: the token as authentication data, not a password.
-            packet = w.connect_packet(
-                client_id, username, None, keepalive, self.protocol, auth=(auth_method, password)
-            )
+            auth: tuple[str, str] | None = (auth_method, password)
+            password = None
         else:
-            packet = w.connect_packet(client_id, username, password, keepalive, self.protocol)
+            auth = None
+        packet = w.connect_packet(
+            client_id,
+            username,
+            password,
+            keepalive,
+            self.protocol,
+            auth=auth,
+            clean=clean,
+            session_expiry=session_expiry,
+        )
         self.send(packet)
         code = await self.connack
         if code != w.CONNACK_ACCEPTED:

@@ -64,9 +64,14 @@ def connect_packet(
     keepalive: int,
     protocol: int = 4,
     auth: tuple[str, str] | None = None,
+    *,
+    clean: bool = True,
+    session_expiry: int = 0,
 ) -> bytes:
-    """CONNECT; ``auth`` (MQTT 5 only): (authentication method, authentication data)."""
-    flags = 0x02  # clean session / clean start
+    """CONNECT; ``auth`` (MQTT 5 only): (authentication method, authentication data);
+    ``clean=False`` with a ``session_expiry`` (MQTT 5) resumes a persistent session (its
+    queued QoS-1 messages are delivered on reconnect)."""
+    flags = 0x02 if clean else 0x00  # clean session / clean start
     payload = utf8(client_id)
     if username is not None:
         flags |= 0x80
@@ -77,8 +82,10 @@ def connect_packet(
     variable = utf8("MQTT") + bytes([protocol, flags]) + struct.pack("!H", keepalive)
     if protocol == 5:
         props = b""
+        if session_expiry:
+            props += b"\x11" + struct.pack("!I", session_expiry)  # Session Expiry Interval
         if auth is not None:
-            props = b"\x15" + utf8(auth[0]) + b"\x16" + utf8(auth[1])
+            props += b"\x15" + utf8(auth[0]) + b"\x16" + utf8(auth[1])
         variable += remaining_length(len(props)) + props
     return _packet(0x10, variable + payload)
 

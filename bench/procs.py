@@ -35,6 +35,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def open_files(pid: int) -> int:
+    """File descriptors ``pid`` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def settle_rss(pid: int, seconds: float = 1.0) -> int:
     """RSS after the process stopped growing for a moment (allocations settle after a burst)."""
     last = rss_kib(pid)
