@@ -8,13 +8,28 @@ bytes of the three raster types, with their own MIME type.
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-# 50 megapixels: more than any phone camera, and bounds decoding memory (decompression bombs).
+# 50 megapixels: more than any phone camera.
 MAX_PIXELS = 50_000_000
+# What one decode may allocate for its pixels (Pillow keeps most modes at 4 bytes a pixel;
+# JPEGs are decoded at 1/8 scale). 64 MiB is a 16-megapixel PNG/WebP with alpha; a phone's
+# 50-megapixel JPEG needs 3 MiB. The pixel cap alone let a 381 KB 7000x7000 16-bit PNG cost
+# 196 MB.
+MAX_DECODED_BYTES = 64 * 1024 * 1024
+# Decodes at once per API process; more wait (at most DECODE_WAIT_SECONDS, then 503). So the
+# pixels of bad images cost a process at most MAX_CONCURRENT_DECODES * MAX_DECODED_BYTES
+# (128 MiB) on top of the raw uploads (each at most MAX_UPLOAD_MB); tests/api/test_images.py
+# measures it.
+MAX_CONCURRENT_DECODES = 2
+DECODE_WAIT_SECONDS = 30.0
+_decodes = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+# Bytes per pixel of Pillow's in-memory modes (anything else: 4).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
 
 class ImageRejected(ValueError):
@@ -22,7 +37,19 @@ class ImageRejected(ValueError):
 
 
 class ImageTooLarge(ImageRejected):
-    """An image whose pixel dimensions exceed ``MAX_PIXELS``."""
+    """An image whose pixel dimensions exceed ``MAX_PIXELS`` or whose decoded pixels would
+    exceed ``MAX_DECODED_BYTES``."""
+
+
+class DecoderBusy(Exception):
+    """Every decode slot stayed taken for ``DECODE_WAIT_SECONDS``."""
+
+
+def decoded_bytes(width: int, height: int, mode: str, fmt: str) -> int:
+    """What decoding costs in pixel memory (JPEGs are decoded at 1/8 scale here)."""
+    if fmt == "JPEG":
+        width, height = -(-width // 8), -(-height // 8)
+    return width * height * _MODE_BYTES.get(mode, 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +60,20 @@ class CheckedImage:
 
 
 def check_image(data: bytes) -> CheckedImage:
-    """Decode ``data`` fully; raise ``ImageRejected`` unless it is a whole JPEG/PNG/WebP."""
+    """Decode ``data`` fully; raise ``ImageRejected`` unless it is a whole JPEG/PNG/WebP.
+
+    At most ``MAX_CONCURRENT_DECODES`` run at once; ``DecoderBusy`` when no slot frees up."""
     if not data:
         raise ImageRejected("The image is empty. Send a JPEG, PNG, WebP or HEIC photo")
+    if not _decodes.acquire(timeout=DECODE_WAIT_SECONDS):
+        raise DecoderBusy("every image decoder is busy")
+    try:
+        return _check(data)
+    finally:
+        _decodes.release()
+
+
+def _check(data: bytes) -> CheckedImage:
     accepted = "Send a JPEG, PNG, WebP or HEIC photo"
     try:
         with Image.open(io.BytesIO(data), formats=list(FORMATS)) as probe:
@@ -45,6 +83,12 @@ def check_image(data: bytes) -> CheckedImage:
                 raise ImageTooLarge(
                     f"The image has {width}x{height} pixels; at most "
                     f"{MAX_PIXELS // 1_000_000} megapixels are accepted"
+                )
+            if decoded_bytes(width, height, probe.mode, fmt) > MAX_DECODED_BYTES:
+                raise ImageTooLarge(
+                    f"The image has {width}x{height} pixels in mode {probe.mode}, which would "
+                    f"take more than {MAX_DECODED_BYTES // (1024 * 1024)} MiB to check; send a "
+                    "JPEG photo, or a smaller PNG/WebP"
                 )
             probe.verify()  # structure and checksums (PNG CRCs)
         with Image.open(io.BytesIO(data), formats=[fmt]) as image:

@@ -14,6 +14,7 @@ UPLOAD_OUTCOMES = (
     "missing_field",
     "bad_request",
     "queue_unavailable",
+    "busy",
 )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api import store
 from api.deps import Caller, SessionDep, SettingsDep, StateDep, UploadTrace
-from api.images import ImageRejected, ImageTooLarge
+from api.images import DecoderBusy, ImageRejected, ImageTooLarge
 from api.photos import accept_photo
 from api.requeue import mark_queued
 from api.schemas import AnalysisOut, ErrorResponse, UploadAccepted
@@ -169,6 +169,13 @@ async def upload(
     except ImageRejected as exc:
         metrics.upload("not_an_image")
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, str(exc)) from None
+    except DecoderBusy:
+        metrics.upload("busy")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "Too many photos are being checked right now; try again in a few seconds",
+            headers={"Retry-After": "5"},
+        ) from None
 
     analysis_id = str(uuid.uuid4())
     await run_in_threadpool(
