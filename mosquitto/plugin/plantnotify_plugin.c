@@ -10,7 +10,9 @@
  *
  * Options (plugin_opt_<name>; see README "Broker security model and plugin options"):
  *   jwt_alg, jwt_secret | jwt_secret_file | jwt_public_key_file, audience, issuer, leeway,
- *   max_token_bytes, max_connections_per_user, expiry_check_interval, stats_interval.
+ *   max_token_bytes, max_connections_per_user, expiry_check_interval, stats_interval,
+ *   revocation_sync_timeout, max_revocations. Revoked tokens: revocations.c, fed by the API on
+ *   $CONTROL/plantnotify/revocations (CONTROL event, service connections only).
  * Unknown or invalid options stop the broker with a log line saying what to fix.
  */
 #include <errno.h>
@@ -28,6 +30,7 @@
 #include <mosquitto_plugin.h>
 
 #include "acl.h"
+#include "revocations.h"
 #include "sessions.h"
 #include "token.h"
 
@@ -35,6 +38,8 @@
 #define BOOT_TOPIC "plantnotify/broker/boot"
 #define SESSIONS_TOPIC_PREFIX "plantnotify/sessions/"
 #define STATS_TOPIC "plantnotify/broker/stats"
+#define REVOCATIONS_TOPIC "$CONTROL/plantnotify/revocations"
+#define REVOCATION_PRUNE_SECONDS 60
 
 #define LOG_PREFIX "plantnotify: "
 /* Built with -fvisibility=hidden: only the plugin API entry points are exported. */
@@ -75,6 +80,10 @@ typedef struct plugin_state {
 	long stats_interval;
 	time_t next_stats;
 	int registered; /* bit per registered event, for the one cleanup path */
+	pn_revocations *revocations;
+	long revocation_sync_timeout; /* refuse users until the feed's SYNC, at most this long */
+	time_t started;
+	time_t next_revocation_prune;
 } plugin_state;
 
 /* ------------------------------------------------------------------ helpers */
@@ -219,6 +228,20 @@ static int admit(plugin_state *st, struct mosquitto *client, const char *usernam
 				pn_result_str(r));
 		return count_connect(st, outcome_of(r), MOSQ_ERR_AUTH);
 	}
+	if(!claims->is_service){
+		time_t now = time(NULL);
+		if(pn_rev_is_revoked(st->revocations, claims->sub, claims->sid, claims->iat, (long long)now)){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
+					"token revoked (logged out, password changed or account deleted)", claims->sub, client_id);
+			return count_connect(st, CONNECT_INVALID_TOKEN, MOSQ_ERR_AUTH);
+		}
+		if(st->revocation_sync_timeout && !pn_rev_synced(st->revocations)
+				&& now < st->started + st->revocation_sync_timeout){
+			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
+					"revocations not loaded yet (revocation_sync_timeout)", claims->sub, client_id);
+			return count_connect(st, CONNECT_ERROR, MOSQ_ERR_AUTH);
+		}
+	}
 	/* Overlapping ids ("42" and "42-x") could name the same client id: never hand over. */
 	if(pn_sessions_client_id_owned_by_other(st->sessions, claims->sub, client_id)){
 		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused CONNECT user=%s client=%s: "
@@ -287,6 +310,10 @@ static int on_ext_auth(int event, void *event_data, void *userdata)
 	live = pn_sessions_find(st->sessions, ed->client);
 	if(live && !live->departed){
 		/* Re-authentication: same user, a token that is valid now; the role stays. */
+		if(r == PN_OK && !claims.is_service
+				&& pn_rev_is_revoked(st->revocations, claims.sub, claims.sid, claims.iat, (long long)time(NULL))){
+			r = PN_ERR_ROLE; /* a revoked token extends nothing */
+		}
 		if(r != PN_OK || strcmp(claims.sub, pn_conn_user(live)) != 0 || claims.is_service != live->is_service){
 			mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "refused re-authentication user=%s client=%s: %s",
 					pn_conn_user(live), client_id, r != PN_OK ? pn_result_str(r) : "different user or role");
@@ -375,6 +402,56 @@ static void kick_expired(plugin_state *st, time_t now)
 	}
 }
 
+static int user_is_live(const char *user, void *ctx)
+{
+	plugin_state *st = ctx;
+	return pn_sessions_count_other(st->sessions, user, "") > 0;
+}
+
+/* Revocation lines from the API's feed (a service connection only). */
+static int on_control(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_control *ed = event_data;
+	plugin_state *st = userdata;
+	const pn_conn *conn = pn_sessions_find(st->sessions, ed->client);
+	pn_rev_stats stats;
+	(void)event;
+
+	if(!conn || conn->departed || !conn->is_service){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "ignored revocations from a non-service client");
+		return MOSQ_ERR_ACL_DENIED;
+	}
+	if(pn_rev_apply(st->revocations, ed->payload, ed->payloadlen, (long long)time(NULL),
+				user_is_live, st, &stats)){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "out of memory applying revocations");
+		return MOSQ_ERR_NOMEM;
+	}
+	if(stats.malformed || stats.full){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "revocations: %zu malformed line(s), "
+				"%zu dropped (max_revocations reached)", stats.malformed, stats.full);
+	}
+	if(stats.synced){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "revocations synced: %zu in force",
+				pn_rev_size(st->revocations));
+	}
+	return MOSQ_ERR_SUCCESS;
+}
+
+static void kick_revoked(plugin_state *st, time_t now)
+{
+	char *users[MAX_KICKS_PER_CHECK];
+	size_t n = pn_rev_take_kicks(st->revocations, users, MAX_KICKS_PER_CHECK), i;
+	for(i = 0; i < n; i++){
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, LOG_PREFIX "revocation: disconnecting user=%s", users[i]);
+		mosquitto_kick_client_by_username(users[i], false);
+		free(users[i]);
+	}
+	if(now >= st->next_revocation_prune){
+		st->next_revocation_prune = now + REVOCATION_PRUNE_SECONDS;
+		pn_rev_prune(st->revocations, (long long)now);
+	}
+}
+
 static int on_tick(int event, void *event_data, void *userdata)
 {
 	plugin_state *st = userdata;
@@ -383,6 +460,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	(void)event_data;
 
 	pn_sessions_reap(st->sessions);
+	kick_revoked(st, now);
 	if(now >= st->next_expiry_check){
 		st->next_expiry_check = now + st->expiry_interval;
 		kick_expired(st, now);
@@ -423,6 +501,8 @@ typedef struct options {
 	const char *max_connections;
 	const char *expiry_interval;
 	const char *stats_interval;
+	const char *revocation_sync_timeout;
+	const char *max_revocations;
 	const char *snapshot_rate;
 } options;
 
@@ -459,6 +539,8 @@ static int read_options(struct mosquitto_opt *opts, int count, options *o)
 		{"max_connections_per_user", &o->max_connections},
 		{"expiry_check_interval", &o->expiry_interval},
 		{"stats_interval", &o->stats_interval},
+		{"revocation_sync_timeout", &o->revocation_sync_timeout},
+		{"max_revocations", &o->max_revocations},
 		{"snapshots_per_second", &o->snapshot_rate},
 	};
 	int i;
@@ -473,7 +555,7 @@ static int read_options(struct mosquitto_opt *opts, int count, options *o)
 			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "unknown option plugin_opt_%s (typo?); "
 					"known: jwt_alg, jwt_secret, jwt_secret_file, jwt_public_key_file, audience, "
 					"issuer, leeway, max_token_bytes, max_connections_per_user, expiry_check_interval, "
-					"stats_interval, snapshots_per_second",
+					"stats_interval, snapshots_per_second, revocation_sync_timeout, max_revocations",
 					opts[i].key);
 			return -1;
 		}
@@ -494,6 +576,7 @@ static const struct { int event; MOSQ_FUNC_generic_callback cb; } EVENTS[] = {
 	{MOSQ_EVT_ACL_CHECK, on_acl_check},
 	{MOSQ_EVT_TICK, on_tick},
 	{MOSQ_EVT_DISCONNECT, on_disconnect},
+	{MOSQ_EVT_CONTROL, on_control},
 };
 #define EVENT_COUNT ((int)(sizeof(EVENTS) / sizeof(EVENTS[0])))
 
@@ -503,9 +586,13 @@ static void state_free(plugin_state *st)
 	int i;
 	if(!st) return;
 	for(i = 0; i < EVENT_COUNT; i++){
-		if(st->registered & (1 << i)) mosquitto_callback_unregister(st->id, EVENTS[i].event, EVENTS[i].cb, NULL);
+		if(st->registered & (1 << i)){
+			mosquitto_callback_unregister(st->id, EVENTS[i].event, EVENTS[i].cb,
+					EVENTS[i].event == MOSQ_EVT_CONTROL ? REVOCATIONS_TOPIC : NULL);
+		}
 	}
 	pn_sessions_free(st->sessions);
+	pn_rev_free(st->revocations);
 	pn_config_free(&st->token);
 	free(st);
 }
@@ -524,7 +611,7 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 {
 	plugin_state *st;
 	options o;
-	long max_conn, interval, stats_interval, snapshot_rate;
+	long max_conn, interval, stats_interval, snapshot_rate, sync_timeout, max_revocations;
 	char err[512];
 	char boot[128];
 	int i;
@@ -540,7 +627,9 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 			|| parse_int_opt("max_connections_per_user", o.max_connections, 1, 100000, 5, &max_conn)
 			|| parse_int_opt("expiry_check_interval", o.expiry_interval, 1, 3600, 2, &interval)
 			|| parse_int_opt("stats_interval", o.stats_interval, 1, 3600, 5, &stats_interval)
-			|| parse_int_opt("snapshots_per_second", o.snapshot_rate, 10, 1000000, 2000, &snapshot_rate)){
+			|| parse_int_opt("snapshots_per_second", o.snapshot_rate, 10, 1000000, 2000, &snapshot_rate)
+			|| parse_int_opt("revocation_sync_timeout", o.revocation_sync_timeout, 0, 3600, 0, &sync_timeout)
+			|| parse_int_opt("max_revocations", o.max_revocations, 1000, 100000000, 1000000, &max_revocations)){
 		goto fail;
 	}
 	st->max_connections = (int)max_conn;
@@ -550,18 +639,22 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 	st->snapshot_tokens = (double)snapshot_rate / 10.0;
 	clock_gettime(CLOCK_MONOTONIC, &st->last_flush);
 	st->stats_dirty = 1; /* the first TICK publishes zeros for the new boot id */
+	st->revocation_sync_timeout = sync_timeout;
+	st->started = time(NULL);
 
 	if(pn_config_load(&st->token, &o.token, err, sizeof(err))){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "invalid configuration: %s", err);
 		goto fail;
 	}
 	st->sessions = pn_sessions_new(client_id_of);
-	if(!st->sessions || new_boot_id(st->boot_id)){
+	if(!st->sessions || new_boot_id(st->boot_id)
+			|| !(st->revocations = pn_rev_new((size_t)max_revocations, st->boot_id))){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot initialise (memory or getrandom)");
 		goto fail;
 	}
 	for(i = 0; i < EVENT_COUNT; i++){
-		if(mosquitto_callback_register(identifier, EVENTS[i].event, EVENTS[i].cb, NULL, st) != MOSQ_ERR_SUCCESS){
+		if(mosquitto_callback_register(identifier, EVENTS[i].event, EVENTS[i].cb,
+					EVENTS[i].event == MOSQ_EVT_CONTROL ? REVOCATIONS_TOPIC : NULL, st) != MOSQ_ERR_SUCCESS){
 			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot register event %d", EVENTS[i].event);
 			goto fail;
 		}

@@ -47,6 +47,8 @@ def test_c_unit_tests_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     match = re.search(r"test_token: (\d+) checks, 0 failures", result.stdout)
     assert match and int(match.group(1)) > 1000, result.stdout
+    match = re.search(r"test_revocations: (\d+) checks, 0 failures", result.stdout)
+    assert match and int(match.group(1)) > 100, result.stdout
 
 
 def test_token_parser_survives_a_short_fuzz_run(tmp_path: Path) -> None:
