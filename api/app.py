@@ -21,6 +21,7 @@ from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from api.requeue import REQUEUE_INTERVAL_SECONDS, requeue_unqueued
+from api.revocation_feed import RevocationFeed
 from api.routes import api_router, health
 from api.routes.analyses import NEXT_BEFORE_HEADER
 from api.routes.notifications import HAS_MORE_HEADER, NEXT_SINCE_HEADER
@@ -61,9 +62,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_requeue_loop(state)),
             asyncio.create_task(_retention_loop(state)),
         ]
+        feed = RevocationFeed(settings, state.sessions, state.revocation_wakeup).start()
         try:
             yield
         finally:
+            await run_in_threadpool(feed.stop)
             for task in tasks:
                 task.cancel()
             for task in tasks:

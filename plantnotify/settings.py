@@ -143,6 +143,13 @@ class Settings(BaseSettings):
     mqtt_max_connections_per_user: int = Field(5, ge=1, description="Live connections per user.")
     mqtt_expiry_check_seconds: int = Field(2, ge=1, description="How often expired are kicked.")
     mqtt_leeway_seconds: int = Field(5, ge=0, le=60, description="Clock leeway for exp/nbf/iat.")
+    mqtt_revocation_sync_seconds: int = Field(
+        0,
+        ge=0,
+        le=3600,
+        description="After a broker start, refuse user CONNECTs until the API re-sent the "
+        "revocations, for at most this long (0: accept at once).",
+    )
     mqtt_data_dir: Path = Field(Path(".run/mosquitto"), description="Broker persistence dir.")
     mqtt_plugin_path: Path | None = Field(None, description="Built plugin .so (auto-found).")
     event_expiry_seconds: int = Field(

@@ -86,6 +86,8 @@ def plugin_options(settings: Settings, layout: BrokerLayout) -> dict[str, str]:
     opts["leeway"] = str(settings.mqtt_leeway_seconds)
     opts["max_connections_per_user"] = str(settings.mqtt_max_connections_per_user)
     opts["expiry_check_interval"] = str(settings.mqtt_expiry_check_seconds)
+    if settings.mqtt_revocation_sync_seconds:
+        opts["revocation_sync_timeout"] = str(settings.mqtt_revocation_sync_seconds)
     opts.update(layout.plugin_options)
     return {k: v for k, v in opts.items() if v is not None}
 

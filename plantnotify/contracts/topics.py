@@ -7,6 +7,8 @@ User topics (contract §2):
 Service topics (written by the Mosquitto plugin, readable only with role=service):
     plantnotify/broker/boot                retained BrokerBoot, one per broker start
     plantnotify/broker/stats               retained BrokerStats (CONNECT outcomes, live count)
+    $CONTROL/plantnotify/revocations       revocation lines, published by the API's feed to
+                                           the plugin (never retained)
     plantnotify/sessions/{userId}          retained SessionSnapshot (live connections of a user)
     plantnotify/bridges/{clientId}/sync    a bridge's own marker: published by the bridge to
                                            itself after subscribing, so it knows the retained
@@ -28,6 +30,8 @@ RECEIPTS = "receipts"
 SERVICE_PREFIX = "plantnotify"
 BROKER_BOOT_TOPIC = f"{SERVICE_PREFIX}/broker/boot"
 BROKER_STATS_TOPIC = f"{SERVICE_PREFIX}/broker/stats"
+# Revocation lines from the API's feed to the plugin (api/revocation_feed.py).
+BROKER_REVOCATIONS_TOPIC = "$CONTROL/plantnotify/revocations"
 SESSIONS = "sessions"
 ALL_SESSIONS_FILTER = f"{SERVICE_PREFIX}/{SESSIONS}/+"
 BRIDGES = "bridges"

@@ -378,3 +378,15 @@ class TraceStep(Base):
     event_id: Mapped[str | None] = mapped_column(String(64))
     device: Mapped[str | None] = mapped_column(String(130))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+
+
+class RetainedClear(Base):
+    """A retained MQTT topic of a deleted account that the broker must drop (an empty retained
+    publish). Kept until its events would have expired anyway, and sent again after every
+    broker boot: a broker restored from an older persistence file forgets the clear."""
+
+    __tablename__ = "retained_clears"
+
+    topic: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
