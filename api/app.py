@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.middleware.cors import CORSMiddleware
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import accounts, ratelimit
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_publisher_keepalive(state.publisher)),
             asyncio.create_task(_requeue_loop(state)),
             asyncio.create_task(_retention_loop(state)),
+            asyncio.create_task(_housekeeping_loop(state)),
         ]
         feed = RevocationFeed(settings, state.sessions, state.revocation_wakeup).start()
         try:
@@ -146,6 +148,26 @@ def _purge_timeline(sessions: sessionmaker[Session], days: int) -> None:
         purged = purge_older_than(session, days)
     if purged:
         log.info("dropped %d delivery-timeline records older than %d days", purged, days)
+
+
+HOUSEKEEPING_INTERVAL_SECONDS = 300.0
+
+
+def _housekeeping(state: AppState) -> None:
+    with state.sessions() as db:
+        accounts.purge_expired(db)
+        ratelimit.purge(db)
+        db.commit()
+
+
+async def _housekeeping_loop(state: AppState) -> None:
+    """Forget ended login sessions, expired revocations and rate-limit windows."""
+    while True:
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
+        try:
+            await run_in_threadpool(_housekeeping, state)
+        except Exception:  # a database hiccup: the next run retries
+            log.exception("housekeeping failed")
 
 
 async def _publisher_keepalive(publisher: JobPublisher) -> None:

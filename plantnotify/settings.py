@@ -77,6 +77,24 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(
         15.0, gt=0, description="How often clients outside the realtime rollout poll."
     )
+    rate_limits_enabled: bool = Field(
+        True, description="Rate limits (429 with Retry-After); shared by replicas via PostgreSQL."
+    )
+    login_failures_per_account: int = Field(
+        10, ge=1, description="Failed logins per username in 15 min before a growing lockout."
+    )
+    login_failures_per_ip: int = Field(
+        100, ge=1, description="Failed logins per client address in 15 min before a lockout."
+    )
+    registrations_per_ip_per_hour: int = Field(
+        20, ge=1, description="Accounts created per client address per hour."
+    )
+    uploads_per_user_per_minute: int = Field(
+        30, ge=1, description="Uploads per user per minute (4x that per client address)."
+    )
+    realtime_tokens_per_user_per_minute: int = Field(
+        30, ge=1, description="`POST /realtime/token` calls per user per minute."
+    )
     startup_timeout_seconds: float = Field(
         30.0, ge=0, description="How long a service waits for its dependencies at start-up."
     )

@@ -16,8 +16,8 @@ from sqlalchemy import func, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import store
-from api.deps import Caller, SessionDep, SettingsDep, StateDep, UploadTrace
+from api import ratelimit, store
+from api.deps import Caller, SessionDep, SettingsDep, StateDep, UploadTrace, client_ip
 from api.images import DecoderBusy, ImageRejected, ImageTooLarge
 from api.photos import accept_photo
 from api.requeue import mark_queued
@@ -149,6 +149,7 @@ def _mark_not_queued(sessions: sessionmaker[Session], analysis_id: str) -> None:
         413: {"model": ErrorResponse, "description": "Larger than MAX_UPLOAD_MB"},
         415: {"model": ErrorResponse, "description": "Not a JPEG, PNG, WebP or HEIC/HEIF photo"},
         422: {"model": ErrorResponse, "description": "Missing `image` or bad `cropType`"},
+        429: {"model": ErrorResponse, "description": "Too many uploads; see Retry-After"},
         503: {"model": ErrorResponse, "description": "The queue is unavailable; nothing queued"},
     },
     openapi_extra=_UPLOAD_BODY,
@@ -157,6 +158,13 @@ async def upload(
     request: Request, response: Response, caller: Caller, state: StateDep, trace: UploadTrace
 ) -> UploadAccepted:
     settings, metrics = state.settings, state.metrics
+    await run_in_threadpool(
+        ratelimit.check,
+        state.sessions,
+        settings,
+        ("upload_user", caller.user_id),
+        ("upload_ip", client_ip(request)),
+    )
     try:
         form = await read_upload_form(request, settings.max_upload_bytes)
         image, checked = await run_in_threadpool(accept_photo, form.image)

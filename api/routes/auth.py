@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api import accounts, audit, passwords
+from api import accounts, audit, passwords, ratelimit
 from api.deps import Caller, OptionalCaller, SessionDep, StateDep, client_ip
 from api.schemas import (
     ErrorResponse,
@@ -39,10 +39,14 @@ _UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
     responses={
         409: {"model": ErrorResponse, "description": "Username taken"},
         422: {"description": "Username or password does not meet the rules"},
+        429: {"model": ErrorResponse, "description": "Too many accounts from this address"},
     },
     summary="Create an account",
 )
-def register(body: RegisterRequest, session: SessionDep) -> RegisterResponse:
+def register(
+    body: RegisterRequest, request: Request, session: SessionDep, state: StateDep
+) -> RegisterResponse:
+    ratelimit.check(state.sessions, state.settings, ("register_ip", client_ip(request)))
     username = body.username.lower()
     if body.password.lower() == username:
         raise HTTPException(
@@ -79,24 +83,52 @@ def _tokens(state: AppState, issued: accounts.Issued) -> LoginResponse:
 @router.post(
     "/login",
     response_model=LoginResponse,
-    responses={401: {"model": ErrorResponse, "description": "Wrong username or password"}},
+    responses={
+        401: {"model": ErrorResponse, "description": "Wrong username or password"},
+        429: {
+            "model": ErrorResponse,
+            "description": "Too many failed logins for this username or from this address: "
+            "locked out for `Retry-After` seconds (doubling with every further excess)",
+        },
+    },
     summary="Log in: an access token and this device's refresh token",
 )
 def login(
     body: LoginRequest, request: Request, session: SessionDep, state: StateDep
 ) -> LoginResponse:
     ip = client_ip(request)
-    user = session.scalar(select(User).where(User.username == body.username.lower()))
-    if user is None:
-        passwords.burn_verification_time(body.password)
-        audit.record(session, audit.LOGIN_FAILED, user_id=None, ip=ip, reason="unknown user")
+    username = body.username.lower()
+    limits = ratelimit.limits(state.settings) if state.settings.rate_limits_enabled else None
+    if limits is not None:
+        wait = max(
+            ratelimit.blocked_for(session, limits["login_account"], username) or 0,
+            ratelimit.blocked_for(session, limits["login_ip"], ip or "") or 0,
+        )
+        if wait:
+            audit.record(session, audit.LOGIN_LOCKED, user_id=None, ip=ip, username=username)
+            session.commit()
+            raise ratelimit.too_many(wait)
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or not passwords.verify_password(user.password_hash, body.password):
+        if user is None:
+            passwords.burn_verification_time(body.password)
+        else:
+            log.info("login refused", extra={"user_id": user.id})
+        audit.record(
+            session,
+            audit.LOGIN_FAILED,
+            user_id=user.id if user else None,
+            ip=ip,
+            reason="password" if user else "unknown user",
+        )
+        if limits is not None:
+            ratelimit.hit(session, limits["login_account"], username)
+            if ip:
+                ratelimit.hit(session, limits["login_ip"], ip)
         session.commit()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, _LOGIN_FAILED)
-    if not passwords.verify_password(user.password_hash, body.password):
-        log.info("login refused", extra={"user_id": user.id})
-        audit.record(session, audit.LOGIN_FAILED, user_id=user.id, ip=ip, reason="password")
-        session.commit()
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, _LOGIN_FAILED)
+    if limits is not None:
+        ratelimit.reset(session, limits["login_account"], username)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(body.password)
     issued = accounts.start_session(

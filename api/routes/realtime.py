@@ -6,7 +6,8 @@ import time
 
 from fastapi import APIRouter, HTTPException, status
 
-from api.deps import Caller, SessionDep, SettingsDep
+from api import ratelimit
+from api.deps import Caller, SessionDep, StateDep
 from api.schemas import ErrorResponse, MqttEndpoints, RealtimeTokenResponse, RealtimeTopics
 from plantnotify import rollout
 from plantnotify.contracts import topics
@@ -26,6 +27,7 @@ router = APIRouter(prefix="/realtime", tags=["realtime"])
             "description": "Realtime is off for this user (rollout switch): poll "
             "`GET /notifications?since=`; `GET /config` says when it is back",
         },
+        429: {"model": ErrorResponse, "description": "Too many tokens; see Retry-After"},
     },
     summary="Get MQTT credentials for the caller",
     description="The token is the MQTT password; the MQTT username is the user id. It never "
@@ -33,15 +35,15 @@ router = APIRouter(prefix="/realtime", tags=["realtime"])
     "closes its connections and the broker refuses it. Tokens got with an identity "
     "provider's access token live at most as long as that access token.",
 )
-def realtime_token(
-    caller: Caller, settings: SettingsDep, session: SessionDep
-) -> RealtimeTokenResponse:
+def realtime_token(caller: Caller, state: StateDep, session: SessionDep) -> RealtimeTokenResponse:
+    settings = state.settings
     if rollout.mode_for(caller.user_id, rollout.read_percent(session)) != "mqtt":
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             "Realtime updates are off for this account right now; poll "
             "GET /api/v1/notifications?since= instead (GET /api/v1/config says when to retry)",
         )
+    ratelimit.check(state.sessions, settings, ("realtime_user", caller.user_id))
     ttl = settings.mqtt_token_ttl_seconds
     if caller.session_id is None:  # not revocable per session: bounded by the access token
         ttl = min(ttl, max(1, caller.expires_at - int(time.time())))

@@ -63,4 +63,7 @@ def base_settings(database_url: str, rabbitmq_url: str) -> Settings:
         database_url=database_url,
         rabbitmq_url=rabbitmq_url,
         jwt_secret="test-secret-" + secrets.token_hex(16),
+        # Suites register hundreds of users from one address; the limits have their own tests
+        # (tests/api/test_rate_limits.py) on an app with them on.
+        rate_limits_enabled=False,
     )
