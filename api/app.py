@@ -64,11 +64,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_retention_loop(state)),
             asyncio.create_task(_housekeeping_loop(state)),
         ]
-        feed = RevocationFeed(settings, state.sessions, state.revocation_wakeup).start()
+        # The clustered engine (NATS) has no plugin to feed; its auth callout would read the
+        # revocations table instead.
+        feed = (
+            RevocationFeed(settings, state.sessions, state.revocation_wakeup).start()
+            if settings.broker_engine == "mosquitto"
+            else None
+        )
         try:
             yield
         finally:
-            await run_in_threadpool(feed.stop)
+            if feed is not None:
+                await run_in_threadpool(feed.stop)
             for task in tasks:
                 task.cancel()
             for task in tasks:
