@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import accounts, ratelimit
 from api.body_limit import BodyLimitMiddleware
 from api.errors import install_error_handlers
+from api.input_guard import InputGuardMiddleware
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from api.requeue import REQUEUE_INTERVAL_SECONDS, requeue_unqueued
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(BodyLimitMiddleware, exempt={f"{API_PREFIX}/plantanalyses/async"})
+    app.add_middleware(InputGuardMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(health.router)

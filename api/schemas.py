@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from plantnotify.contracts.events import AnalysisStatus
@@ -17,8 +18,20 @@ PASSWORD_MAX = 256  # Argon2 hashes anything, but nobody needs a megabyte passwo
 DEVICE_TOKEN_PATTERN = r"^[A-Za-z0-9_:.-]{1,4096}$"  # noqa: S105 (a pattern)
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _storable_text(self) -> Self:
+        """No NUL or lone surrogate in any string: PostgreSQL cannot store them (they used to
+        come back as a bare 500) and no real input has them."""
+        for name, value in self.__dict__.items():
+            if isinstance(value, str) and _UNSTORABLE.search(value):
+                raise ValueError(f"{name}: contains a NUL or an unpaired surrogate character")
+        return self
 
 
 class ErrorResponse(ApiModel):
