@@ -10,8 +10,9 @@ Per event the worker records (``worker/stages.py``, CLOCK_MONOTONIC) when ``comp
 taken, when the result's COMMIT returned, when the outbox read the row, when the PUBLISH was
 written and when its PUBACK was read; the devices record the arrival. Latency = device arrival
 - ``completedAt`` (the contract's definition), and each stage is the difference of two of
-these. Results per rate: every stage's p50/p99/max, the upload → completedAt time (API,
-RabbitMQ, claim, N8N), the achieved upload rate, and a stacked plot of where the time goes.
+these. Results per rate: every stage's p50/p99/max, the 202 → completedAt time (RabbitMQ,
+claim, N8N; negative when the worker finished before the API's answer reached the uploader),
+the achieved upload rate, and a stacked plot of where the time goes.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def stage_table(
 
     for analysis_id, uploaded in accepted.items():
         st = stages.get(analysis_id, {})
-        add("upload → completedAt", uploaded, st.get("completed"))
+        add("202 → completedAt", uploaded, st.get("completed"))
         for name, a, b in STAGES:
             add(name, st.get(a), st.get(b))
         add("PUBACK after write", st.get("written"), st.get("puback"))
