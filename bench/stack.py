@@ -38,6 +38,8 @@ def bench_settings(ctx: BenchContext, **overrides: Any) -> Settings:
         "jwt_secret": ctx.secret,
         "mqtt_audience": ctx.audience,
         "log_level": "WARNING",
+        # The bench offers thousands of uploads and registrations from one address on purpose.
+        "rate_limits_enabled": False,
     }
     values.update(overrides)
     return load_settings(**values)
