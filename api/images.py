@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
@@ -24,7 +26,8 @@ MAX_DECODED_BYTES = 64 * 1024 * 1024
 # Decodes at once per API process; more wait (at most DECODE_WAIT_SECONDS, then 503). So the
 # pixels of bad images cost a process at most MAX_CONCURRENT_DECODES * MAX_DECODED_BYTES
 # (128 MiB) on top of the raw uploads (each at most MAX_UPLOAD_MB); tests/api/test_images.py
-# measures it.
+# measures it. A HEIC conversion (api/photos.py) takes a slot too; libheif decodes at full size,
+# so one costs up to MAX_PIXELS * 4 bytes (200 MB for 50 megapixels, 48 MB for an iPhone's 12).
 MAX_CONCURRENT_DECODES = 2
 DECODE_WAIT_SECONDS = 30.0
 _decodes = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
@@ -65,10 +68,17 @@ def check_image(data: bytes) -> CheckedImage:
     At most ``MAX_CONCURRENT_DECODES`` run at once; ``DecoderBusy`` when no slot frees up."""
     if not data:
         raise ImageRejected("The image is empty. Send a JPEG, PNG, WebP or HEIC photo")
+    with decode_slot():
+        return _check(data)
+
+
+@contextmanager
+def decode_slot() -> Iterator[None]:
+    """One of the ``MAX_CONCURRENT_DECODES`` slots, for any decode (HEIC conversion too)."""
     if not _decodes.acquire(timeout=DECODE_WAIT_SECONDS):
         raise DecoderBusy("every image decoder is busy")
     try:
-        return _check(data)
+        yield
     finally:
         _decodes.release()
 

@@ -14,7 +14,14 @@ import io
 
 from PIL import ImageOps
 
-from api.images import MAX_PIXELS, CheckedImage, ImageRejected, ImageTooLarge, check_image
+from api.images import (
+    MAX_PIXELS,
+    CheckedImage,
+    ImageRejected,
+    ImageTooLarge,
+    check_image,
+    decode_slot,
+)
 
 # What uploads accept (GET /config `imageTypes`; the web app's file picker offers exactly these).
 ACCEPTED_MIME_TYPES = ("image/jpeg", "image/png", "image/webp", "image/heic", "image/heif")
@@ -60,7 +67,8 @@ def heif_to_jpeg(data: bytes) -> bytes:
 def accept_photo(data: bytes) -> tuple[bytes, CheckedImage]:
     """The bytes to store (HEIF converted to JPEG) and their checked type."""
     if is_heif(data):
-        data = heif_to_jpeg(data)
+        with decode_slot():  # bounded like every decode (api/images.py)
+            data = heif_to_jpeg(data)
     return data, check_image(data)
 
 
