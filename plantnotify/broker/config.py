@@ -8,6 +8,7 @@ secret goes to a 0600 file in the data directory that the plugin reads.
 from __future__ import annotations
 
 import getpass
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,16 @@ def _conf_value(value: str) -> str:
     return value
 
 
+def socket_domain_line(bind_host: str) -> str:
+    """``socket_domain`` for the WebSocket listener: without it, Mosquitto 2.0.11's WebSocket
+    listener (libwebsockets) listens on every interface whatever address it is given."""
+    try:
+        address = ipaddress.ip_address(bind_host.strip("[]"))
+    except ValueError:
+        return "# (a host name: the WebSocket listener binds what libwebsockets resolves)"
+    return f"socket_domain {'ipv4' if address.version == 4 else 'ipv6'}"
+
+
 def render_config(settings: Settings, layout: BrokerLayout) -> str:
     options = plugin_options(settings, layout)
     block = "\n".join(f"plugin_opt_{k} {_conf_value(v)}" for k, v in options.items())
@@ -110,6 +121,7 @@ def render_config(settings: Settings, layout: BrokerLayout) -> str:
         bind_host=_conf_value(settings.mqtt_bind_host),
         port=layout.port,
         ws_port=layout.ws_port,
+        ws_socket_domain=socket_domain_line(settings.mqtt_bind_host),
         plugin_path=_conf_value(str(layout.plugin_path)),
         plugin_options=block,
     )
