@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from plantnotify.settings import (
     PRODUCTION_NEEDS,
@@ -60,8 +61,23 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
         if only is None or only == name:
-            importlib.import_module(module_name).add_arguments(p)
+            module = _import_part(module_name)
+            if module is None:  # listed, but not part of this installation
+                p.description = f"{help_text} (not installed here)"
+                continue
+            module.add_arguments(p)
     return parser
+
+
+def _import_part(module_name: str) -> ModuleType | None:
+    """The command's module; None when its top-level package is not installed at all (the
+    Docker images carry the services and devtools/, not bench/)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name.split(".")[0]:
+            return None
+        raise
 
 
 def _command_in(argv: Sequence[str]) -> str | None:
@@ -73,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _command_in(argv)
     parser = build_parser(only=command) if command else build_parser()
     args = parser.parse_args(argv)
-    module = importlib.import_module(args._module)
+    module = _import_part(args._module)
+    if module is None:
+        print(f"plantnotify {args.command}: not part of this installation", file=sys.stderr)
+        return 2
     try:
         if args.command in PRODUCTION_NEEDS:
             refuse_unsafe_production(load_settings(), args.command)
