@@ -6,7 +6,8 @@ PIP := $(VENV)/bin/pip
 PLUGIN := mosquitto/plugin/plantnotify_auth.so
 PYTEST_ARGS ?=
 
-.PHONY: install system venv plugin web services up test test-fast test-plugin-churn test-chaos check lint typecheck clean
+.PHONY: install system venv plugin web services up test test-fast test-plugin-churn test-chaos \
+	test-containers check lint typecheck clean
 
 ## install: all set-up, nothing else (system packages, .venv, npm deps, plugin)
 install: system venv web plugin
@@ -51,6 +52,15 @@ test-fast: venv web
 ## (sizes: PLANTNOTIFY_CHAOS_DEVICES / _RATE / _SECONDS; the issue's: 500 devices, 200/s)
 test-chaos: install services
 	@PLANTNOTIFY_CHAOS=1 $(VENV)/bin/pytest tests/chaos -s $(PYTEST_ARGS)
+
+## test-containers: builds every image and runs docker-compose.yml for real (tests/containers):
+## uses the running Docker engine, or starts one of its own and deletes it after; minutes
+test-containers: install services $(VENV)/.containers
+	@PLANTNOTIFY_CONTAINER_TESTS=1 $(VENV)/bin/pytest tests/containers --timeout=1200 $(PYTEST_ARGS)
+
+$(VENV)/.containers: $(VENV)/.installed
+	@$(PIP) install -q -e '.[dev,containers]'
+	@touch $@
 
 check: lint typecheck
 

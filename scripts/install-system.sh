@@ -10,6 +10,7 @@ PACKAGES=(
   nodejs npm                                                   # web app bundle (mqtt.js)
   chromium                                                     # browser tests
   clang libclang-rt-14-dev valgrind                            # fuzzing + sanitizers
+  docker.io debootstrap                     # make test-containers: engine, local base images
 )
 # Optional tools: installed when available, never fatal (validation of compose/alert rules).
 OPTIONAL=(docker-compose prometheus)

@@ -35,7 +35,7 @@ TIERS = ("unit", "services", "e2e")
 # A fixture in a test's closure (fixtures it uses, directly or through other fixtures)
 # decides its tier; so do a few places whose tests start what they need themselves.
 E2E_FIXTURES = {"live_stack", "stack_run", "browser"}
-E2E_PLACES = ("bench/", "test_end_to_end.py", "chaos/")
+E2E_PLACES = ("bench/", "test_end_to_end.py", "chaos/", "containers/")
 SERVICE_FIXTURES = {
     "database_url",
     "rabbitmq_url",
