@@ -7,6 +7,7 @@ says what to set.
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cached_property
 from pathlib import Path
@@ -223,6 +224,14 @@ class Settings(BaseSettings):
         None, description="Base URL replacing https://fcm.googleapis.com (emulator, tests)."
     )
     fcm_emulator_port: int = Field(8200, description="Port of the local FCM emulator.")
+    fcm_web_config: str | None = Field(
+        None,
+        description="Firebase web app config (JSON: apiKey, projectId, messagingSenderId, "
+        "appId): the web app registers FCM web push tokens.",
+    )
+    fcm_web_vapid_key: str | None = Field(
+        None, description="The Firebase project's web push (VAPID) public key."
+    )
     fcm_emulator_host: str = Field(
         "127.0.0.1", description="Address the FCM emulator binds to (`0.0.0.0` in containers)."
     )
@@ -285,6 +294,22 @@ class Settings(BaseSettings):
     @classmethod
     def _database_driver(cls, value: str) -> str:
         return normalize_database_url(value)
+
+    @field_validator("fcm_web_config")
+    @classmethod
+    def _firebase_web_config(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            raise ValueError("FCM_WEB_CONFIG must be the Firebase web app config as JSON") from None
+        missing = {"apiKey", "projectId", "messagingSenderId", "appId"} - set(
+            parsed if isinstance(parsed, dict) else {}
+        )
+        if missing:
+            raise ValueError(f"FCM_WEB_CONFIG lacks {', '.join(sorted(missing))}")
+        return value
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:

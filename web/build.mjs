@@ -45,6 +45,8 @@ const result = await build({
   entryPoints: [path.join(src, "main.js"), path.join(src, "styles.css")],
   outdir: path.join(staging, "assets"),
   entryNames: "[name]-[hash]",
+  chunkNames: "chunk-[hash]", // code loaded on demand (Firebase messaging, when configured)
+  splitting: true,
   bundle: true,
   minify: true,
   sourcemap: true,

@@ -6,6 +6,8 @@
   every ``checkSeconds``. The mode is per user: send the access token. Without one, the answer
   is ``mqtt`` only when realtime is on for everybody.
 - ``imageTypes``: the photo types uploads accept (the web app's picker offers exactly these).
+- ``webPush``: with ``FCM_WEB_CONFIG``, the Firebase web app config and VAPID key the web app
+  needs to get an FCM web push token (public values, as in any Firebase web app); else null.
 - ``pushEmulatorUrl``: development and tests only (no ``FCM_CREDENTIALS_FILE``): the
   local FCM emulator's page listing delivered pushes; ``null`` otherwise.
 
@@ -14,7 +16,8 @@ No authentication needed: it names no user data, and the login page may read it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -38,9 +41,17 @@ class RealtimeConfig(ApiModel):
     check_seconds: float = Field(description="How often to ask /config again.")
 
 
+class WebPushConfig(ApiModel):
+    firebase: dict[str, Any] = Field(description="Firebase web app config (public).")
+    vapid_key: str | None = Field(description="Web push public key of the Firebase project.")
+
+
 class ClientConfig(ApiModel):
     realtime: RealtimeConfig
     image_types: list[str] = Field(description="MIME types of the photos uploads accept.")
+    web_push: WebPushConfig | None = Field(
+        None, description="How the web app gets an FCM web push token; null: not configured."
+    )
     push_emulator_url: str | None = Field(
         description="Development only: the local FCM emulator's page; null with real FCM."
     )
@@ -68,6 +79,14 @@ def client_config(
             check_seconds=settings.rollout_check_seconds,
         ),
         image_types=list(ACCEPTED_MIME_TYPES),
+        web_push=(
+            WebPushConfig(
+                firebase=json.loads(settings.fcm_web_config),
+                vapid_key=settings.fcm_web_vapid_key,
+            )
+            if settings.fcm_web_config
+            else None
+        ),
         push_emulator_url=_push_emulator_url(request, settings),
     )
 

@@ -3,6 +3,7 @@ the push emulator's page in the local stack (nothing with real FCM)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from plantnotify import rollout
 from plantnotify.cli import main as cli_main
 from plantnotify.db.models import RuntimeSetting
 from plantnotify.db.session import session_factory
-from plantnotify.settings import Settings
+from plantnotify.settings import ConfigError, Settings
 from tests.support.api import SettingsFactory, User, register
 
 
@@ -123,3 +124,30 @@ def test_rollout_command(
     assert cli_main(["rollout", "120"]) == 2
     assert cli_main(["rollout", "100%"]) == 0
     assert "on for everyone" in capsys.readouterr().out
+
+
+FIREBASE_WEB = {
+    "apiKey": "AIza-test",
+    "projectId": "plantnotify-test",
+    "messagingSenderId": "1234567890",
+    "appId": "1:1234567890:web:abc",
+}
+
+
+def test_firebase_web_config_is_handed_to_the_web_app(make_settings: SettingsFactory) -> None:
+    app = create_app(
+        make_settings(fcm_web_config=json.dumps(FIREBASE_WEB), fcm_web_vapid_key="BPublicKey")
+    )
+    with TestClient(app) as c:
+        web_push = c.get("/api/v1/config").json()["webPush"]
+    assert web_push == {"firebase": FIREBASE_WEB, "vapidKey": "BPublicKey"}
+
+
+def test_without_firebase_web_config_there_is_no_web_push(client: TestClient) -> None:
+    assert client.get("/api/v1/config").json()["webPush"] is None
+
+
+@pytest.mark.parametrize("bad", ["not json", '{"apiKey": "x"}', "[]"])
+def test_a_broken_firebase_web_config_is_refused(make_settings: SettingsFactory, bad: str) -> None:
+    with pytest.raises(ConfigError, match="FCM_WEB_CONFIG"):
+        make_settings(fcm_web_config=bad)

@@ -2,8 +2,10 @@
 // a tap; this registers the browser's push token as a device (platform "web"), so the bridge's
 // FCM fallback reaches it when no tab is open. Asked on a click only, never on load.
 //
-// The token: on the local stack (the FCM emulator) a random per-browser token the emulator
-// records.
+// The token: with Firebase configured (GET /config `webPush`) the FCM web push token of this
+// browser, from Firebase's messaging SDK (loaded only then, as a separate chunk) with our own
+// service worker; on the local stack (the FCM emulator) a random per-browser token the
+// emulator records.
 
 const TOKEN_KEY = "plantnotify.pushToken";
 
@@ -53,8 +55,18 @@ export class WebPush {
   }
 
   async _token() {
-    // Only the local stack's emulator token today; a Firebase web token needs the project's
-    // Firebase web configuration (see docs/clients.md).
+    const web = this.config.webPush;
+    if (web && web.firebase) {
+      if (!this.registration) return null;
+      try {
+        const [{ initializeApp }, { getMessaging, getToken }] = await Promise.all([import("@firebase/app"), import("@firebase/messaging")]);
+        const app = initializeApp(web.firebase, "plantnotify-web");
+        return await getToken(getMessaging(app), { vapidKey: web.vapidKey || undefined, serviceWorkerRegistration: this.registration });
+      } catch (error) {
+        console.warn("plantnotify: no FCM web push token", error);
+        return null;
+      }
+    }
     if (!this.config.pushEmulatorUrl) return null;
     let token = localStorage.getItem(TOKEN_KEY);
     if (!token) {
