@@ -7,7 +7,7 @@ PLUGIN := mosquitto/plugin/plantnotify_auth.so
 PYTEST_ARGS ?=
 
 .PHONY: install system venv plugin web services up test test-fast test-plugin-churn test-chaos \
-	test-containers check lint typecheck clean
+	test-containers test-web-matrix check lint typecheck clean
 
 ## install: all set-up, nothing else (system packages, .venv, npm deps, plugin)
 install: system venv web plugin
@@ -61,6 +61,10 @@ test-containers: install services $(VENV)/.containers
 $(VENV)/.containers: $(VENV)/.installed
 	@$(PIP) install -q -e '.[dev,containers]'
 	@touch $@
+
+## test-web-matrix: every long-running browser scenario on both viewports (phone, desktop)
+test-web-matrix: install services
+	@WEB_MATRIX=1 $(VENV)/bin/pytest tests/web/test_lasting.py tests/web/test_farmer.py
 
 check: lint typecheck
 

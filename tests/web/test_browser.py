@@ -433,3 +433,6 @@ def test_realtime_token_is_renewed_before_it_expires(
         timeout=5,
         what=f"connects == renewals + 1 (stats {app.stats('realtime')})",
     )
+    # Make-before-break: the new connection was subscribed before the old one closed, so no
+    # renewal needed a missed-event recovery (only the first connect did).
+    assert app.recoveries() == 1, f"recoveries {app.recoveries()} with {app.stats('realtime')}"

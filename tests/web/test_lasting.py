@@ -166,6 +166,7 @@ def short_lived_api(live_stack: LiveStack) -> Iterator[str]:
     settings = live_stack.settings.model_copy(update={"access_token_ttl_seconds": SHORT_ACCESS_TTL})
     api = ApiServer(settings).start()
     yield api.url
+    api.server.force_exit = True  # no graceful wait for the closed browser's connections
     api.stop()
 
 

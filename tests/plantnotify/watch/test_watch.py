@@ -287,6 +287,7 @@ def test_the_api_client_renews_with_the_refresh_token_not_the_password(
         spent = api.login.refresh_token
     finally:
         api.close()  # logs out: the refresh token is revoked
+        server.server.force_exit = True
         server.stop()
     r = httpx.post(f"{live_stack.api_url}/api/v1/auth/refresh", json={"refreshToken": spent})
     assert r.status_code == 401
