@@ -27,7 +27,7 @@ _QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 def request_id_from(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
+            candidate: str = value.decode("latin-1")
             if _REQUEST_ID_RE.fullmatch(candidate):
                 return candidate
             break

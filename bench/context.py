@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from bench.agent import Agent
@@ -62,7 +62,7 @@ class BenchContext:
                 self._shared[key] = start()
             finally:
                 self._run_scope = False
-        return self._shared[key]
+        return cast(T, self._shared[key])
 
     def agent(self, module: str, name: str, env: dict[str, str] | None = None) -> Agent:
         agent = Agent(f"bench.agents.{module}", name, self.log_dir, env=env)

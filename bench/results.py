@@ -56,7 +56,8 @@ class Report:
         return result.metrics.get(key)
 
     def to_json(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        cleaned: dict[str, Any] = _clean(asdict(self))
+        return cleaned
 
     def write(self, out_dir: Path, stamp: str) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ def mode_for(user_id: str | None, percent: int) -> Mode:
 def read_percent(session: Session) -> int:
     value = session.scalar(select(RuntimeSetting.value).where(RuntimeSetting.key == KEY))
     if isinstance(value, dict) and isinstance(value.get("percent"), int):
-        return max(0, min(100, value["percent"]))
+        return max(0, min(100, int(value["percent"])))
     return DEFAULT_PERCENT
 
 

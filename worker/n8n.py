@@ -177,7 +177,7 @@ class N8nClient:
     def delay(self, attempt: int, failure: N8nFailure) -> float:
         """Exponential back-off with jitter; a server's Retry-After is a floor."""
         base = self.backoff * (2 ** (attempt - 1))
-        delay = base * random.uniform(0.5, 1.5)
+        delay: float = base * random.uniform(0.5, 1.5)
         if failure.retry_after is not None:
             delay = max(delay, failure.retry_after)
         return delay

@@ -15,11 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.brokers import RunningBroker, start_broker
+from bench.brokers import start_broker
 from bench.context import BenchContext
 from bench.plots import figure, save
 from bench.pubsub import start_rig
 from bench.results import ScenarioResult
+from bench.running import RunningBroker
 from bench.stats import ratio
 from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from bridge.credentials import FcmTarget, ephemeral_service_account
 from bridge.fcm import FcmSender, build_message
@@ -287,11 +288,17 @@ def main() -> int:
                 ).all()
             if rows:
                 print(
-                    summary("intake", [(d - p).total_seconds() for p, d, _, _ in rows]),
+                    summary(
+                        "intake",
+                        [(d - p).total_seconds() for p, d, _, _ in rows if d is not None],
+                    ),
                     " (bridge saw it -> decided)",
                 )
                 print(
-                    summary("queued", [(a - d).total_seconds() for _, d, a, _ in rows]),
+                    summary(
+                        "queued",
+                        [(a - d).total_seconds() for _, d, a, _ in rows if d is not None],
+                    ),
                     " (decided -> FCM attempt started)",
                 )
                 print(
@@ -315,7 +322,7 @@ def main() -> int:
                     )
                 ).all()
             )
-        decision_lat = [decided[k].timestamp() - sent[k] for k in sent if decided.get(k)]
+        decision_lat = [d.timestamp() - sent[k] for k in sent if (d := decided.get(k)) is not None]
         push_lat = [pushed[k] - sent[k] for k in sent if k in pushed]
         mqtt_lat = [watcher_times[k] - sent[k] for k in sent if k in watcher_times]
         print(summary("mqtt", mqtt_lat), " (baseline: publish -> a subscriber)")
@@ -419,7 +426,11 @@ def main() -> int:
         print(
             summary(
                 "fresh",
-                [decided[k].timestamp() - v for k, v in fresh_sent.items() if decided.get(k)],
+                [
+                    d.timestamp() - v
+                    for k, v in fresh_sent.items()
+                    if (d := decided.get(k)) is not None
+                ],
             ),
             " (publish -> decision, during catch-up)",
         )
@@ -448,6 +459,11 @@ def main() -> int:
                     )
                 )
             return e
+
+        def reread(s: Session) -> Session:
+            """The session with everything it loaded forgotten (read the rows anew)."""
+            s.expire_all()
+            return s
 
         def until(check: Any, timeout: float = 30) -> float:
             deadline = time.monotonic() + timeout
@@ -493,7 +509,7 @@ def main() -> int:
         user, token = one_user("dead-")
         t0 = publish(one_event(user))
         with factory() as s:
-            gone = until(lambda: s.get(Device, token) is None and not s.expire_all())
+            gone = until(lambda: reread(s).get(Device, token) is None)
         report("dead token (404 UNREGISTERED)", f"device removed after {gone - t0:.2f} s")
 
         user, token = one_user("quota-")
@@ -516,10 +532,9 @@ def main() -> int:
         with factory() as s:
             ended = until(
                 lambda: (
-                    not s.expire_all()
-                    and s.execute(
-                        select(PushDelivery.status).where(PushDelivery.device_token == token)
-                    ).scalar()
+                    reread(s)
+                    .execute(select(PushDelivery.status).where(PushDelivery.device_token == token))
+                    .scalar()
                     == "exhausted"
                 ),
                 timeout=120,

@@ -49,7 +49,7 @@ from plantnotify.contracts.queues import AnalysisJob
 from plantnotify.contracts.topics import analysis_topic
 from plantnotify.db.session import drop_database, migrate
 from plantnotify.logs import setup_logging
-from plantnotify.mqtt import MqttClient
+from plantnotify.mqtt import Message, MqttClient
 from plantnotify.net import free_port
 from plantnotify.service_mqtt import service_connect_options
 from plantnotify.settings import Settings, load_settings
@@ -202,10 +202,13 @@ def baseline_latency(settings: Settings, samples: int) -> list[float]:
     got: dict[str, float] = {}
     done = threading.Event()
     with Subscriber(settings, uid) as device:
-        device.client._on_message = lambda m: (  # type: ignore[assignment]
-            got.__setitem__(m.topic, time.time()),
-            len(got) >= samples and done.set(),
-        )
+
+        def on_message(message: Message) -> None:
+            got[message.topic] = time.time()
+            if len(got) >= samples:
+                done.set()
+
+        device.client._on_message = on_message
         client = MqttClient(service_connect_options(settings, "bench")).start()
         client.wait_connected(10)
         sent: dict[str, float] = {}
@@ -256,7 +259,7 @@ def delivery_latency(settings: Settings, analyses: int, rate: float) -> None:
     with Subscriber(settings, uid) as device:
         original = device._on_message
 
-        def on_message(message):  # type: ignore[no-untyped-def]
+        def on_latency_message(message: Message) -> None:
             import json
 
             event = json.loads(message.payload)
@@ -264,7 +267,7 @@ def delivery_latency(settings: Settings, analyses: int, rate: float) -> None:
                 received.setdefault(event["analysisId"], time.time())
             original(message)
 
-        device.client._on_message = on_message  # type: ignore[assignment]
+        device.client._on_message = on_latency_message
         # Rows first, then the jobs through one confirmed publisher (the API's), so this
         # process spends its time receiving, not connecting.
         ids = [make_analysis(settings, uid)[0] for _ in range(analyses)]

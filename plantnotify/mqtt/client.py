@@ -216,7 +216,7 @@ class MqttClient:
         if props is None:
             if len(self._props_cache) > 256:
                 self._props_cache.clear()
-            props = Properties(PacketTypes.PUBLISH)
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             props.MessageExpiryInterval = seconds
             self._props_cache[seconds] = props
         return props
@@ -290,7 +290,7 @@ class MqttClient:
         self._paho.username_pw_set(creds.username, creds.password)
         props = None
         if self._opts.protocol == 5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self._opts.session_expiry
         self._paho.connect(
             host,

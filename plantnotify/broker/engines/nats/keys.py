@@ -37,7 +37,7 @@ class NatsKey:
 
     @property
     def public(self) -> str:
-        return self.keypair.public_key.decode()
+        return str(self.keypair.public_key.decode())
 
     @property
     def seed_str(self) -> str:
