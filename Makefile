@@ -66,11 +66,12 @@ $(VENV)/.containers: $(VENV)/.installed
 test-web-matrix: install services
 	@WEB_MATRIX=1 $(VENV)/bin/pytest tests/web/test_lasting.py tests/web/test_farmer.py
 
-check: lint typecheck
+check: venv lint typecheck
 
 lint:
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check . >/dev/null || (echo "ruff format: run '$(VENV)/bin/ruff format .'"; exit 1)
+	@$(VENV)/bin/lint-imports --no-cache >/dev/null || $(VENV)/bin/lint-imports --no-cache
 
 typecheck:
 	@$(VENV)/bin/mypy
