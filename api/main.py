@@ -54,7 +54,10 @@ def main(boot: Boot) -> None:
     )
     # uvicorn handles SIGTERM/SIGINT itself while it runs, then re-raises the signal into the
     # handler installed before it: the boot's, which records it, so a requested stop ends 0.
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's own exit (3) when it cannot bind: our code for that is 1
+        server.started = False
     if not server.started:
         raise BootFailure(f"the API did not start (is port {settings.api_port} free?)")
     log.info("API stopped", extra={"signal": boot.signals[0] if boot.signals else None})

@@ -88,7 +88,14 @@ def setup_logging(settings: Settings | None = None, *, service: str | None = Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("pika", "urllib3", "httpx", "httpcore", "alembic.runtime.migration"):
+    for noisy in (
+        "pika",
+        "urllib3",
+        "httpx",
+        "httpcore",
+        "alembic.runtime.migration",
+        "alembic.runtime.plugins",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if service:
         _SERVICE["service"] = service

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -69,3 +70,29 @@ def test_plantnotify_api_creates_the_database_serves_and_stops_on_sigterm(
             proc.kill()
             proc.wait()
         drop_database(fresh_db)
+
+
+def test_a_taken_port_exits_1_with_the_reason(api_settings: Settings, tmp_path: Path) -> None:
+    """The common exit code for a service that cannot start (uvicorn's own would be 3)."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {
+            **os.environ,
+            "ENVIRONMENT": "test",
+            "DATABASE_URL": api_settings.database_url,
+            "RABBITMQ_URL": api_settings.rabbitmq_url,
+            "JWT_SECRET": api_settings.jwt_secret,
+            "WEB_DIST_DIR": str(tmp_path),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "plantnotify.cli", "api", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"the API did not start (is port {port} free?)" in result.stderr
