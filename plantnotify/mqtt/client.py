@@ -105,6 +105,7 @@ class MqttClient:
         self._props_cache: dict[int, Properties] = {}
         self._subscriptions: dict[str, int] = dict(options.subscriptions)
         self._initial_sub: SubscribeHandle | None = None
+        self._granted_once = False  # the configured subscriptions were granted on some connect
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._state = ConnectionState.DISCONNECTED
@@ -360,9 +361,13 @@ class MqttClient:
         self._last_error = None
         with self._lock:
             subs = list(self._subscriptions.items())
-        if self._opts.protocol == 4 and getattr(flags, "session_present", False):
-            # MQTT 3.1.1 has no Retain Handling: the session kept these subscriptions, and
-            # subscribing again would replay every retained message on them.
+        if (
+            self._opts.protocol == 4
+            and self._granted_once
+            and getattr(flags, "session_present", False)
+        ):
+            # MQTT 3.1.1 has no Retain Handling: the session kept these subscriptions (granted
+            # earlier by this client), and subscribing again would replay every retained one.
             subs = [(f, q) for f, q in subs if f not in self._opts.no_retained_replay]
         self._state = ConnectionState.CONNECTED
         if subs:
@@ -449,6 +454,7 @@ class MqttClient:
                 return
             handle._resolve()
             if handle is self._initial_sub:
+                self._granted_once = True
                 self._ready.set()
         elif isinstance(handle, PublishHandle):
             if _is_failure(result):

@@ -36,7 +36,14 @@ from plantnotify.amqp.topology import declare_topology
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.queues import ANALYSIS_QUEUE, AnalysisJob
 from plantnotify.contracts.topics import analyses_filter
-from plantnotify.mqtt import ConnectionState, ConnectOptions, Credentials, Message, MqttClient
+from plantnotify.mqtt import (
+    ConnectionState,
+    ConnectOptions,
+    Credentials,
+    Message,
+    MqttClient,
+    MqttSubscribeError,
+)
 from plantnotify.settings import Settings
 from tests.support.fake_n8n import FakeN8n
 from tests.support.nats import NatsHandle, start_nats_cluster
@@ -64,25 +71,23 @@ class Device:
         def creds() -> Credentials:
             return Credentials(user, mint_mqtt_token(settings.mqtt_signer, user, 600))
 
-        self.client = MqttClient(
-            ConnectOptions(
-                host="127.0.0.1",
-                port=order[0],
-                client_id=f"{user}-{name}",
-                credentials=creds,
-                protocol=4,
-                clean_start=False,
-                subscriptions=[(analyses_filter(user), 1)],
-                # not subscribed again while the broker kept the session: what arrives after
-                # a reconnect comes from the persistent session, not from a retained replay
-                no_retained_replay=frozenset({analyses_filter(user)}),
-                failover=[("127.0.0.1", p) for p in order[1:]],
-                reconnect_min_delay=0.2,
-                reconnect_max_delay=2.0,
-            ),
-            on_message=self._message,
-            on_state=self._state,
+        self.refusals = 0
+        self._options = ConnectOptions(
+            host="127.0.0.1",
+            port=order[0],
+            client_id=f"{user}-{name}",
+            credentials=creds,
+            protocol=4,
+            clean_start=False,
+            subscriptions=[(analyses_filter(user), 1)],
+            # not subscribed again while the broker kept the session: what arrives after
+            # a reconnect comes from the persistent session, not from a retained replay
+            no_retained_replay=frozenset({analyses_filter(user)}),
+            failover=[("127.0.0.1", p) for p in order[1:]],
+            reconnect_min_delay=0.2,
+            reconnect_max_delay=2.0,
         )
+        self.client = MqttClient(self._options, on_message=self._message, on_state=self._state)
 
     def _message(self, msg: Message) -> None:
         try:
@@ -101,6 +106,21 @@ class Device:
                 self.down_since = None
             elif state is ConnectionState.DISCONNECTED and self.down_since is None:
                 self.down_since = now
+
+    def connect_until_subscribed(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.wait_connected(max(1.0, deadline - time.monotonic()))
+                return
+            except MqttSubscribeError:
+                assert time.monotonic() < deadline, f"{self.user}: never subscribed"
+                self.refusals += 1
+                self.client.stop(timeout=2)
+                self.client = MqttClient(
+                    self._options, on_message=self._message, on_state=self._state
+                )
+                self.client.start()
 
     def has(self, analyses: set[str]) -> bool:
         with self._lock:
@@ -213,10 +233,15 @@ def test_kill_a_node_a_callout_a_worker_and_a_bridge_under_load(
     try:
         for w in workers:
             w.wait_log("started", 30)
-        for d in devices:
-            d.client.start()
-        for d in devices:
-            d.client.wait_connected(30)
+        # Devices arrive in waves: a storm of hundreds of QoS-1 SUBSCRIBEs at once makes NATS
+        # refuse some (SUBACK 0x80: JetStream cannot create the consumers in time on this box);
+        # a refused device tries again, as an app would.
+        for first in range(0, len(devices), 50):
+            wave = devices[first : first + 50]
+            for d in wave:
+                d.client.start()
+            for d in wave:
+                d.connect_until_subscribed(60)
         for b in bridges:
             _wait(lambda b=b: "bridge running" in b.log_path.read_text(), 30, "bridge ready")
 
@@ -269,6 +294,7 @@ def test_kill_a_node_a_callout_a_worker_and_a_bridge_under_load(
             "longest_device_gap_s": round(max((g for g, _ in gaps), default=0.0), 2),
             "last_device_recovered_s_after_kill": round(max((r for _, r in gaps), default=0.0), 2),
             "all_done_s_after_kill": round(time.monotonic() - killed_at, 1),
+            "subscribe_refusals_at_start": sum(d.refusals for d in devices),
             "loadavg": Path("/proc/loadavg").read_text().strip(),
         }
         print("chaos report:", json.dumps(report))
