@@ -133,7 +133,8 @@ def sql_fetch_unpublished(
         "AND mod(hashtext(analysis_id) & 2147483647, 8) = ANY(%s) ORDER BY seq LIMIT %s",
         (after_seq, partitions, limit),
     )
-    return cur.fetchall()
+    rows: list[tuple[Any, ...]] = cur.fetchall()
+    return rows
 
 
 def sql_mark_published(cur: Cursor, seqs: list[int]) -> None:
@@ -181,7 +182,8 @@ def sql_fetch_latest(
         "ORDER BY analysis_id, seq DESC LIMIT %s",
         (after_analysis, partition, limit),
     )
-    return cur.fetchall()
+    rows: list[tuple[Any, ...]] = cur.fetchall()
+    return rows
 
 
 class _Failed(Exception):
