@@ -27,6 +27,7 @@ from api.revocation_feed import RevocationFeed
 from api.routes import api_router, health
 from api.routes.analyses import NEXT_BEFORE_HEADER
 from api.routes.notifications import HAS_MORE_HEADER, NEXT_SINCE_HEADER
+from api.security_headers import DOCS_PATH, SecurityHeadersMiddleware
 from api.state import AppState
 from api.tokens import AccessTokens
 from api.web import mount_web
@@ -91,7 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Plant analyses with realtime (MQTT) and push (FCM) notifications.",
         lifespan=lifespan,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url="/docs",
+        # Swagger UI loads its assets from a CDN: a development aid, off in production.
+        docs_url=None if settings.environment == "production" else DOCS_PATH,
         redoc_url=None,
     )
     app.state.ctx = state
@@ -116,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(BodyLimitMiddleware, exempt={f"{API_PREFIX}/plantanalyses/async"})
     app.add_middleware(InputGuardMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(health.router)
