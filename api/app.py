@@ -22,6 +22,7 @@ from api.errors import install_error_handlers
 from api.input_guard import InputGuardMiddleware
 from api.metrics import ApiMetrics
 from api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from api.openapi import MethodGuardMiddleware, install_openapi
 from api.requeue import REQUEUE_INTERVAL_SECONDS, requeue_unqueued
 from api.revocation_feed import RevocationFeed
 from api.routes import api_router, health
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.ctx = state
     install_error_handlers(app)
+    install_openapi(app)
     origins = settings.cors_origin_list
     if origins:
         app.add_middleware(
@@ -117,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(BodyLimitMiddleware, exempt={f"{API_PREFIX}/plantanalyses/async"})
+    app.add_middleware(MethodGuardMiddleware, fastapi_app=app)
     app.add_middleware(InputGuardMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware, metrics=state.metrics)

@@ -13,6 +13,8 @@ from pydantic.alias_generators import to_camel
 from plantnotify.contracts.events import AnalysisStatus
 
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{2,63}$"
+# Free text (passwords): anything but NUL, which nothing stores (see ApiModel).
+TEXT_PATTERN = r"^[^\x00]*$"
 PASSWORD_MIN = 8
 PASSWORD_MAX = 256  # Argon2 hashes anything, but nobody needs a megabyte password
 DEVICE_TOKEN_PATTERN = r"^[A-Za-z0-9_:.-]{1,4096}$"  # noqa: S105 (a pattern)
@@ -38,6 +40,19 @@ class ErrorResponse(ApiModel):
     detail: str = Field(description="What went wrong and what to do about it.")
 
 
+class FieldError(ApiModel):
+    field: str = Field(description="The field, dotted (`image`, `username`, `before`).")
+    message: str
+    type: str | None = Field(description="Machine-readable kind, e.g. `missing`.")
+
+
+class ValidationErrorResponse(ApiModel):
+    """What a 422 carries (``api/errors.py``)."""
+
+    detail: str = Field(description="Every problem in one sentence.")
+    errors: list[FieldError] = Field(description="One entry per field.")
+
+
 # --- auth -------------------------------------------------------------------------------
 
 
@@ -48,7 +63,7 @@ class RegisterRequest(ApiModel):
         "digit. Case-insensitive (stored in lower case).",
         examples=["farmer.jo"],
     )
-    password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+    password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=TEXT_PATTERN)
 
 
 class RegisterResponse(ApiModel):
@@ -57,8 +72,8 @@ class RegisterResponse(ApiModel):
 
 
 class LoginRequest(ApiModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=PASSWORD_MAX)
+    username: str = Field(min_length=1, max_length=64, pattern=TEXT_PATTERN)
+    password: str = Field(min_length=1, max_length=PASSWORD_MAX, pattern=TEXT_PATTERN)
 
 
 class LoginResponse(ApiModel):
@@ -91,8 +106,10 @@ class LogoutRequest(ApiModel):
 
 
 class PasswordChangeRequest(ApiModel):
-    current_password: str = Field(min_length=1, max_length=PASSWORD_MAX)
-    new_password: str = Field(min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
+    current_password: str = Field(min_length=1, max_length=PASSWORD_MAX, pattern=TEXT_PATTERN)
+    new_password: str = Field(
+        min_length=PASSWORD_MIN, max_length=PASSWORD_MAX, pattern=TEXT_PATTERN
+    )
 
 
 # --- realtime ---------------------------------------------------------------------------
