@@ -67,8 +67,13 @@ def own_image(session: Session, user_id: str, analysis_id: str) -> tuple[bytes, 
 # --- devices --------------------------------------------------------------------------------
 
 
-def register_device(session: Session, token: str, user_id: str, platform: str) -> None:
-    """Register (or move to this user) an FCM token; committed."""
+def register_device(
+    session: Session, token: str, user_id: str, platform: str, *, max_devices: int = 0
+) -> tuple[str | None, int]:
+    """Register (or move to this user) an FCM token; not committed. Returns the user the token
+    moved from (None: new, or already this user's) and how many of the user's least recently
+    registered tokens were dropped to keep at most ``max_devices`` (0: no cap)."""
+    previous = session.scalar(select(Device.user_id).where(Device.token == token).with_for_update())
     statement = insert(Device).values(token=token, user_id=user_id, platform=platform)
     statement = statement.on_conflict_do_update(
         index_elements=[Device.token],
@@ -79,7 +84,19 @@ def register_device(session: Session, token: str, user_id: str, platform: str) -
         },
     )
     session.execute(statement)
-    session.commit()
+    evicted = 0
+    if max_devices:
+        keep = (
+            select(Device.token)
+            .where(Device.user_id == user_id)
+            .order_by(Device.updated_at.desc(), Device.token)
+            .limit(max_devices)
+        )
+        result = session.execute(
+            delete(Device).where(Device.user_id == user_id, Device.token.not_in(keep))
+        )
+        evicted = int(getattr(result, "rowcount", 0) or 0)
+    return (previous if previous not in (None, user_id) else None), evicted
 
 
 def unregister_device(session: Session, token: str, user_id: str) -> bool:

@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     realtime_tokens_per_user_per_minute: int = Field(
         30, ge=1, description="`POST /realtime/token` calls per user per minute."
     )
+    max_devices_per_user: int = Field(
+        20, ge=1, description="FCM tokens kept per user (the least recently registered go)."
+    )
     startup_timeout_seconds: float = Field(
         30.0, ge=0, description="How long a service waits for its dependencies at start-up."
     )
