@@ -33,8 +33,8 @@ def test_every_422_is_documented_as_what_is_sent(client: TestClient, alice: User
     for path, item in spec["paths"].items():
         for method, op in item.items():
             responses = op["responses"]
-            assert (
-                ("400" in responses and "503" in responses) or path.endswith(("/healthz", "/metrics"))
+            assert ("400" in responses and "503" in responses) or path.endswith(
+                ("/healthz", "/metrics")
             ), (method, path)
             if "422" in responses:
                 content = responses["422"]["content"]["application/json"]["schema"]
