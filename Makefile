@@ -7,7 +7,7 @@ PLUGIN := mosquitto/plugin/plantnotify_auth.so
 PYTEST_ARGS ?=
 
 .PHONY: install system venv plugin web services up test test-fast test-plugin-churn test-chaos \
-	test-containers test-web-matrix check lint typecheck clean
+	test-containers test-web-matrix test-schemathesis check lint typecheck clean
 
 ## install: all set-up, nothing else (system packages, .venv, npm deps, plugin)
 install: system venv web plugin
@@ -43,6 +43,11 @@ test: install services check
 ## test-plugin-churn: the plugin's leak check over 50,000 connects/disconnects (ASan broker)
 test-plugin-churn: install services
 	@PLANTNOTIFY_PLUGIN_CHURN=50000 $(VENV)/bin/pytest tests/mosquitto/test_plugin_memory.py -k churn -s
+
+## test-schemathesis: the API against its OpenAPI document, 300 generated cases per operation
+## and mode (every check; `make test` runs 8)
+test-schemathesis: install services
+	@SCHEMATHESIS_MAX_EXAMPLES=300 $(VENV)/bin/pytest tests/api/test_schemathesis.py -q
 
 ## test-fast: the unit tier only (no PostgreSQL, RabbitMQ or broker; tiers: tests/conftest.py)
 test-fast: venv web

@@ -50,7 +50,10 @@ class ValidationErrorResponse(ApiModel):
     """What a 422 carries (``api/errors.py``)."""
 
     detail: str = Field(description="Every problem in one sentence.")
-    errors: list[FieldError] = Field(description="One entry per field.")
+    errors: list[FieldError] = Field(
+        default_factory=list,
+        description="One entry per field (absent when the route itself refused the input).",
+    )
 
 
 # --- auth -------------------------------------------------------------------------------
