@@ -47,15 +47,13 @@ class InputGuardMiddleware:
         if url_text_is_clean(raw_path) and url_text_is_clean(query, plus_is_space=True):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": BAD_URL_DETAIL}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 400, BAD_URL_DETAIL)
+
+
+async def send_error(send: Send, status: int, detail: str, **headers: str) -> None:
+    """A JSON error answer (``{"detail"}``) straight from ASGI middleware."""
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(name.encode(), value.encode()) for name, value in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.input_guard import send_error
 from api.schemas import ErrorResponse, ValidationErrorResponse
 
 _ERROR = {"$ref": "#/components/schemas/ErrorResponse"}
@@ -148,16 +149,4 @@ class MethodGuardMiddleware:
             await self.app(scope, receive, send)  # a CORS preflight: CORSMiddleware answers
             return
         allow = ", ".join(sorted(allowed))
-        body = json.dumps({"detail": f"{method} is not allowed here; use {allow}"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 405,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"allow", allow.encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 405, f"{method} is not allowed here; use {allow}", allow=allow)
