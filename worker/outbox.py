@@ -46,24 +46,31 @@ from typing import Any
 
 import psycopg2
 import psycopg2.extensions
-from psycopg2.extensions import cursor as Cursor
 
 from plantnotify.contracts.events import BrokerBoot, InvalidPayload, parse_event
 from plantnotify.contracts.topics import BROKER_BOOT_TOPIC, analysis_topic
 from plantnotify.mqtt import ConnectOptions, Message, MqttClient, MqttError
 from plantnotify.mqtt.client import PublishHandle
 from worker import metrics, stages
-from worker.presence import OUTBOX_LOCK_CLASS, connect_raw
+from worker.presence import connect_raw
+from worker.store import (
+    OUTBOX_PARTITIONS,
+    sql_fetch_latest,
+    sql_fetch_unpublished,
+    sql_join,
+    sql_lag_seconds,
+    sql_listen,
+    sql_mark_published,
+    sql_members,
+    sql_rebuilt_boots,
+    sql_release_partition,
+    sql_set_rebuilt_boot,
+    sql_try_partition,
+)
 
 log = logging.getLogger("plantnotify.worker.outbox")
 
-EVENTS_CHANNEL = "plantnotify_events"  # spelled in migration worker01 (the trigger) as well
-REBUILT_BOOT_KEY = "rebuilt_boot_id"  # + "/p<k>": the boot whose state partition k rebuilt
-MEMBER_LOCK_KEY = 1  # shared by every publisher (the old single leader held it exclusively)
-PARTITION_KEY_BASE = 100  # partition k's leader lock: (OUTBOX_LOCK_CLASS, 100 + k)
-OUTBOX_PARTITIONS = 8  # fixed: every process must agree, so it is not a setting
-# An event's partition in SQL is mod(hashtext(analysis_id) & 2147483647, 8), written out in
-# the queries below (the 8 is OUTBOX_PARTITIONS; the queries are literal strings).
+# The partition, lock keys and queries live in worker/store.py (the worker's SQL, in one place).
 FINAL_EVENTS = ("AnalysisCompleted", "AnalysisFailed")
 
 
@@ -90,100 +97,6 @@ def render(payload: dict[str, Any]) -> bytes:
 def fair_share(members: int) -> int:
     """Partitions one of ``members`` publisher processes leads."""
     return math.ceil(OUTBOX_PARTITIONS / max(1, members))
-
-
-# --- SQL (the publisher's own autocommit connection) ----------------------------------------
-
-
-def sql_join(cur: Cursor) -> bool:
-    """Become a member (shared lock); False while an old-style single leader holds it."""
-    cur.execute("SELECT pg_try_advisory_lock_shared(%s, %s)", (OUTBOX_LOCK_CLASS, MEMBER_LOCK_KEY))
-    row = cur.fetchone()
-    return bool(row and row[0])
-
-
-def sql_members(cur: Cursor) -> int:
-    cur.execute(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        "AND classid = %s AND objid = %s AND objsubid = 2",
-        (OUTBOX_LOCK_CLASS, MEMBER_LOCK_KEY),
-    )
-    row = cur.fetchone()
-    return int(row[0]) if row else 1
-
-
-def sql_try_partition(cur: Cursor, k: int) -> bool:
-    cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (OUTBOX_LOCK_CLASS, PARTITION_KEY_BASE + k))
-    row = cur.fetchone()
-    return bool(row and row[0])
-
-
-def sql_release_partition(cur: Cursor, k: int) -> None:
-    cur.execute("SELECT pg_advisory_unlock(%s, %s)", (OUTBOX_LOCK_CLASS, PARTITION_KEY_BASE + k))
-
-
-def sql_fetch_unpublished(
-    cur: Cursor, partitions: list[int], after_seq: int, limit: int
-) -> list[tuple[Any, ...]]:
-    cur.execute(
-        "SELECT seq, user_id, analysis_id, payload, "
-        "EXTRACT(EPOCH FROM expires_at - now()), EXTRACT(EPOCH FROM now() - created_at) "
-        "FROM events WHERE published_at IS NULL AND seq > %s "
-        "AND mod(hashtext(analysis_id) & 2147483647, 8) = ANY(%s) ORDER BY seq LIMIT %s",
-        (after_seq, partitions, limit),
-    )
-    rows: list[tuple[Any, ...]] = cur.fetchall()
-    return rows
-
-
-def sql_mark_published(cur: Cursor, seqs: list[int]) -> None:
-    # Losing this mark in a database crash only means publishing again (clients de-duplicate
-    # on eventId), so it need not wait for the WAL flush.
-    cur.execute(
-        "BEGIN; SET LOCAL synchronous_commit = off; "
-        "UPDATE events SET published_at = now() WHERE seq = ANY(%s); COMMIT",
-        (seqs,),
-    )
-
-
-def sql_lag_seconds(cur: Cursor) -> float:
-    cur.execute(
-        "SELECT EXTRACT(EPOCH FROM now() - created_at) FROM events "
-        "WHERE published_at IS NULL ORDER BY seq LIMIT 1"
-    )
-    row = cur.fetchone()
-    return float(row[0]) if row else 0.0
-
-
-def sql_rebuilt_boots(cur: Cursor, partitions: list[int]) -> dict[int, str]:
-    keys = {f"{REBUILT_BOOT_KEY}/p{k}": k for k in partitions}
-    cur.execute("SELECT key, value FROM outbox_state WHERE key = ANY(%s)", (list(keys),))
-    return {keys[key]: value for key, value in cur.fetchall()}
-
-
-def sql_set_rebuilt_boot(cur: Cursor, partition: int, boot: str) -> None:
-    cur.execute(
-        "INSERT INTO outbox_state (key, value, updated_at) VALUES (%s, %s, now()) "
-        "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-        (f"{REBUILT_BOOT_KEY}/p{partition}", boot),
-    )
-
-
-def sql_fetch_latest(
-    cur: Cursor, partition: int, after_analysis: str, limit: int
-) -> list[tuple[Any, ...]]:
-    """The newest published, unexpired event of each analysis of a partition (keyset)."""
-    cur.execute(
-        "SELECT DISTINCT ON (analysis_id) seq, user_id, analysis_id, payload, "
-        "EXTRACT(EPOCH FROM expires_at - now()), 0 "
-        "FROM events WHERE published_at IS NOT NULL AND expires_at > now() "
-        "AND analysis_id > %s AND mod(hashtext(analysis_id) & 2147483647, 8) = %s "
-        "ORDER BY analysis_id, seq DESC LIMIT %s",
-        (after_analysis, partition, limit),
-    )
-    rows: list[tuple[Any, ...]] = cur.fetchall()
-    return rows
 
 
 class _Failed(Exception):
@@ -319,7 +232,7 @@ class OutboxPublisher:
         with self._conn.cursor() as cur:
             if not sql_join(cur):
                 return False
-            cur.execute(f"LISTEN {EVENTS_CHANNEL}")
+            sql_listen(cur)
         self._next_rebalance = 0.0
         return True
 

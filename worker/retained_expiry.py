@@ -27,7 +27,14 @@ import psycopg2.extensions
 
 from plantnotify.contracts.topics import analysis_topic
 from plantnotify.mqtt import ConnectOptions, MqttClient, MqttError
-from worker.presence import OUTBOX_LOCK_CLASS, connect_raw
+from worker.presence import connect_raw
+from worker.store import (
+    sql_expired_published,
+    sql_set_state,
+    sql_state,
+    sql_try_lock,
+    sql_with_live_events,
+)
 
 log = logging.getLogger("plantnotify.worker.retained_expiry")
 
@@ -83,11 +90,7 @@ class RetainedExpirySweeper:
         if self._conn is None:
             self._conn = connect_raw(self._url, name="plantnotify-retained-expiry")
         with self._conn.cursor() as cur:
-            cur.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", (OUTBOX_LOCK_CLASS, SWEEPER_LOCK_KEY)
-            )
-            row = cur.fetchone()
-        return bool(row and row[0])
+            return sql_try_lock(cur, SWEEPER_LOCK_KEY)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
@@ -104,22 +107,11 @@ class RetainedExpirySweeper:
         while not self._stop.is_set():
             cursor = self._cursor()
             with self._conn.cursor() as cur:
-                cur.execute(
-                    "SELECT e.seq, e.user_id, e.analysis_id FROM events e "
-                    "WHERE e.seq > %s AND e.expires_at <= now() AND e.published_at IS NOT NULL "
-                    "ORDER BY e.seq LIMIT %s",
-                    (cursor, self._batch),
-                )
-                rows = cur.fetchall()
+                rows = sql_expired_published(cur, cursor, self._batch)
                 if not rows:
                     break
                 analyses = sorted({(r[1], r[2]) for r in rows})
-                cur.execute(
-                    "SELECT DISTINCT analysis_id FROM events "
-                    "WHERE analysis_id = ANY(%s) AND expires_at > now()",
-                    ([a for _, a in analyses],),
-                )
-                live = {r[0] for r in cur.fetchall()}
+                live = sql_with_live_events(cur, [a for _, a in analyses])
             handles = [
                 self.mqtt.publish(analysis_topic(user, analysis), b"", qos=1, retain=True)
                 for user, analysis in analyses
@@ -136,15 +128,10 @@ class RetainedExpirySweeper:
     def _cursor(self) -> int:
         assert self._conn is not None
         with self._conn.cursor() as cur:
-            cur.execute("SELECT value FROM outbox_state WHERE key = %s", (CURSOR_KEY,))
-            row = cur.fetchone()
-        return int(row[0]) if row else 0
+            value = sql_state(cur, [CURSOR_KEY]).get(CURSOR_KEY)
+        return int(value) if value else 0
 
     def _set_cursor(self, seq: int) -> None:
         assert self._conn is not None
         with self._conn.cursor() as cur:
-            cur.execute(
-                "INSERT INTO outbox_state (key, value, updated_at) VALUES (%s, %s, now()) "
-                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
-                (CURSOR_KEY, str(seq)),
-            )
+            sql_set_state(cur, CURSOR_KEY, str(seq))

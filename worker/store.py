@@ -15,7 +15,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from psycopg2.extensions import cursor as Cursor
+from sqlalchemy import (
+    BigInteger,
+    ClauseElement,
+    DateTime,
+    String,
+    Text,
+    any_,
+    bindparam,
+    cast,
+    column,
+    extract,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, distinct_on
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
 from sqlalchemy.orm import Session, sessionmaker
 
 from plantnotify.contracts.events import (
@@ -27,11 +49,15 @@ from plantnotify.contracts.events import (
     truncate,
     utcnow,
 )
-from plantnotify.db.models import Analysis, AnalysisImage, EventRow
-from plantnotify.db.session import transaction
+from plantnotify.db.models import Analysis, AnalysisImage, EventRow, OutboxState, TraceStep
+from plantnotify.db.session import (
+    commit_with_flush_wait,
+    commit_without_flush_wait,
+    transaction,
+)
 from worker import stages
 from worker.n8n import N8nAttempt
-from worker.presence import owner_alive
+from worker.presence import OUTBOX_LOCK_CLASS, owner_alive
 
 log = logging.getLogger("plantnotify.worker.store")
 
@@ -85,41 +111,125 @@ def _relaxed(session: Session) -> None:
     """This transaction need not wait for the WAL flush: claims and progress stages are
     re-done by the next attempt if a database crash loses them. Results always wait: the job is
     acked after their commit."""
-    session.execute(text("SET LOCAL synchronous_commit = off"))
+    commit_without_flush_wait(session)
+
+
+_PROCESSING = str(AnalysisStatus.PROCESSING)
+_EVENT_COLUMNS = ["id", "user_id", "analysis_id", "type", "payload", "expires_at"]
+
+
+def _json(name: str) -> Any:
+    """A JSON document passed as text (``json.dumps``), stored as jsonb."""
+    return cast(bindparam(name, type_=Text), JSONB)
+
+
+def _stage_seen(analysis_id: Any, stage: Any) -> Any:
+    """EXISTS: a progress event of this stage is stored for the analysis."""
+    return (
+        select(EventRow.seq)
+        .where(
+            EventRow.analysis_id == analysis_id,
+            EventRow.type == str(EventType.PROGRESS),
+            EventRow.payload["stage"].astext == stage,
+        )
+        .exists()
+    )
 
 
 # A result and its event in one statement, one round trip: the UPDATE (conditional on the lease
 # still being ours) feeds the event's INSERT, so nothing is stored when the lease was lost.
 # Run on an autocommit connection it is its own transaction, committed synchronously (durable
 # before the job is acked).
-FINISH_SQL = text(
-    "WITH done AS ("
-    " UPDATE analyses SET status = :status, result = CAST(:result AS jsonb),"
-    " crop_type = COALESCE(:crop_type, crop_type), primary_concern = :concern,"
-    " overall_health_score = :health, error_message = :error, lease_owner = NULL,"
-    " lease_expires_at = NULL, updated_at = :at, completed_at = :at"
-    " WHERE id = :id AND status = 'Processing' AND lease_owner = :owner"
-    " RETURNING id, user_id),"
-    # each N8N attempt, for the delivery timeline (plantnotify/timeline.py), in the same trip
-    " attempts AS (INSERT INTO trace_steps (analysis_id, user_id, trace_id, step, at, detail)"
-    " SELECT done.id, done.user_id, :trace_id, 'n8n_attempt', a.at, a.detail"
-    " FROM done, jsonb_to_recordset(CAST(:attempts AS jsonb)) AS a(at timestamptz, detail jsonb))"
-    " INSERT INTO events (id, user_id, analysis_id, type, payload, expires_at)"
-    " SELECT :event_id, user_id, id, :type, CAST(:payload AS jsonb), :expires FROM done"
+_finished = (
+    update(Analysis)
+    .where(
+        Analysis.id == bindparam("analysis"),
+        Analysis.status == _PROCESSING,
+        Analysis.lease_owner == bindparam("owner"),
+    )
+    .values(
+        status=bindparam("new_status"),
+        result=_json("new_result"),
+        crop_type=func.coalesce(bindparam("crop_hint", type_=String), Analysis.crop_type),
+        primary_concern=bindparam("concern"),
+        overall_health_score=bindparam("health"),
+        error_message=bindparam("error"),
+        lease_owner=None,
+        lease_expires_at=None,
+        updated_at=bindparam("done_at"),
+        completed_at=bindparam("done_at"),
+    )
+    .returning(Analysis.id, Analysis.user_id)
+    .cte("done")
+)
+# Each N8N attempt, for the delivery timeline (plantnotify/timeline.py), in the same trip.
+_n8n_attempts = (
+    func.jsonb_to_recordset(_json("n8n_attempts"))
+    .table_valued(column("at", DateTime(timezone=True)), column("detail", JSONB))
+    .render_derived(name="a", with_types=True)
+)
+_attempts_recorded = (
+    insert(TraceStep)
+    .from_select(
+        ["analysis_id", "user_id", "trace_id", "step", "at", "detail"],
+        select(
+            _finished.c.id,
+            _finished.c.user_id,
+            bindparam("trace", type_=String),
+            literal_column("'n8n_attempt'"),
+            _n8n_attempts.c.at,
+            _n8n_attempts.c.detail,
+        ).select_from(_finished.join(_n8n_attempts, true())),
+    )
+    .cte("attempts")
+)
+FINISH = (
+    insert(EventRow)
+    .from_select(
+        _EVENT_COLUMNS,
+        select(
+            bindparam("event_id", type_=String),
+            _finished.c.user_id,
+            _finished.c.id,
+            bindparam("event_type", type_=String),
+            _json("event_payload"),
+            bindparam("expires", type_=DateTime(timezone=True)),
+        ),
+    )
+    .add_cte(_attempts_recorded)
 )
 # A progress stage, once per analysis, only while the lease is ours. The analysis row is locked
 # (FOR UPDATE) as the result's UPDATE locks it, so a stage can never be stored after a result
 # committed by a worker that took the lease over. set_config(..., true) makes this one
 # statement's transaction commit without waiting for the WAL flush: a stage lost in a database
 # crash is recorded again by the next attempt.
-PROGRESS_SQL = text(
-    "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
-    " INSERT INTO events (id, user_id, analysis_id, type, payload, expires_at)"
-    " SELECT :event_id, :user_id, :analysis_id, :type, CAST(:payload AS jsonb), :expires"
-    " FROM relaxed WHERE EXISTS (SELECT 1 FROM analyses WHERE id = :analysis_id"
-    " AND status = 'Processing' AND lease_owner = :owner FOR UPDATE)"
-    " AND NOT EXISTS (SELECT 1 FROM events WHERE analysis_id = :analysis_id AND type = :type"
-    " AND payload->>'stage' = :stage)"
+_relaxed_commit = select(
+    func.set_config(
+        literal_column("'synchronous_commit'"), literal_column("'off'"), literal_column("true")
+    ).label("setting")
+).cte("relaxed")
+PROGRESS = insert(EventRow).from_select(
+    _EVENT_COLUMNS,
+    select(
+        bindparam("event_id", type_=String),
+        bindparam("event_user", type_=String),
+        bindparam("analysis", type_=String),
+        literal(str(EventType.PROGRESS)),
+        _json("event_payload"),
+        bindparam("expires", type_=DateTime(timezone=True)),
+    )
+    .select_from(_relaxed_commit)
+    .where(
+        select(Analysis.id)
+        .where(
+            Analysis.id == bindparam("analysis"),
+            Analysis.status == _PROCESSING,
+            Analysis.lease_owner == bindparam("owner"),
+        )
+        .with_for_update()
+        .exists(),
+        ~_stage_seen(bindparam("analysis"), bindparam("stage")),
+    ),
 )
 
 
@@ -185,7 +295,7 @@ class JobStore:
                     "please upload the image again."
                 )
                 # A result: the job is acked after this commit, so it must be durable.
-                s.execute(text("SET LOCAL synchronous_commit = on"))
+                commit_with_flush_wait(s)
                 event = self._finish_row(s, row, Outcome(completed=False, error_message=message))
                 return Claim(ClaimState.EXHAUSTED, events=(event,))
             row.lease_owner = self.owner
@@ -209,7 +319,7 @@ class JobStore:
     def progress(self, work: Work, progress: int, stage: str) -> AnalysisProgress | None:
         """Record a progress stage (once per analysis); None when not ours or already recorded.
 
-        One statement on an autocommit connection (see :data:`PROGRESS_SQL`)."""
+        One statement on an autocommit connection (see :data:`PROGRESS`)."""
         event = AnalysisProgress(
             analysis_id=work.analysis_id,
             user_id=work.user_id,
@@ -219,16 +329,15 @@ class JobStore:
         )
         params = {
             "event_id": event.event_id,
-            "user_id": work.user_id,
-            "analysis_id": work.analysis_id,
-            "type": str(EventType.PROGRESS),
-            "payload": json.dumps(event.to_wire()),
+            "event_user": work.user_id,
+            "analysis": work.analysis_id,
+            "event_payload": json.dumps(event.to_wire()),
             "expires": utcnow() + timedelta(seconds=self.expiry),
             "owner": self.owner,
             "stage": stage,
         }
         with self._autocommit() as conn:
-            stored = conn.execute(PROGRESS_SQL, params).rowcount
+            stored = conn.execute(PROGRESS, params).rowcount
         return event if stored else None
 
     def _autocommit(self) -> Any:
@@ -277,21 +386,21 @@ class JobStore:
                 error_message=message,
             )
         params = {
-            "id": work.analysis_id,
+            "analysis": work.analysis_id,
             "owner": self.owner,
-            "status": str(values["status"]),
-            "result": None if values.get("result") is None else json.dumps(values["result"]),
-            "crop_type": values.get("crop_type"),
+            "new_status": str(values["status"]),
+            "new_result": None if values.get("result") is None else json.dumps(values["result"]),
+            "crop_hint": values.get("crop_type"),
             "concern": values.get("primary_concern"),
             "health": values.get("overall_health_score"),
             "error": values.get("error_message"),
-            "at": at,
+            "done_at": at,
             "event_id": event.event_id,
-            "type": str(event.event),
-            "payload": json.dumps(event.to_wire()),
+            "event_type": str(event.event),
+            "event_payload": json.dumps(event.to_wire()),
             "expires": utcnow() + timedelta(seconds=self.expiry),
-            "trace_id": work.trace_id,
-            "attempts": json.dumps(
+            "trace": work.trace_id,
+            "n8n_attempts": json.dumps(
                 [
                     {"at": a.at.isoformat(), "detail": a.detail(number)}
                     for number, a in enumerate(outcome.n8n_attempts, start=1)
@@ -299,7 +408,7 @@ class JobStore:
             ),
         }
         with self._autocommit() as conn:
-            stored = conn.execute(FINISH_SQL, params).rowcount
+            stored = conn.execute(FINISH, params).rowcount
         if not stored:
             log.warning("lease lost before storing the result; another worker owns it")
             return None
@@ -357,14 +466,7 @@ class JobStore:
     def _progress_row(
         self, s: Session, row: Analysis, progress: int, stage: str
     ) -> AnalysisProgress | None:
-        seen = s.execute(
-            text(
-                "SELECT 1 FROM events WHERE analysis_id = :a AND type = :t "
-                "AND payload->>'stage' = :s LIMIT 1"
-            ),
-            {"a": row.id, "t": str(EventType.PROGRESS), "s": stage},
-        ).first()
-        if seen:
+        if s.scalar(select(_stage_seen(row.id, stage))):
             return None
         event = AnalysisProgress(
             analysis_id=row.id,
@@ -416,3 +518,224 @@ class JobStore:
             )
         add_event(s, event, self.expiry)
         return event
+
+
+# --- the outbox publisher's connection --------------------------------------------------------
+#
+# The publisher (worker/outbox.py) works on a raw psycopg2 connection of its own: it holds the
+# session-level advisory locks that say which process leads which partition, and LISTENs for
+# new events. Its queries run on that same session on purpose: when the connection (and so the
+# lock) is lost, the next query fails, and a deposed leader cannot publish out of order. The
+# lock and LISTEN calls are PostgreSQL features written as SQL, behind the names below; every
+# other query is a statement on the models like the rest of this module, compiled once for
+# psycopg2 (at import) and run on the publisher's cursor.
+
+EVENTS_CHANNEL = "plantnotify_events"  # spelled in migration worker01 (the trigger) as well
+REBUILT_BOOT_KEY = "rebuilt_boot_id"  # + "/p<k>": the boot whose state partition k rebuilt
+MEMBER_LOCK_KEY = 1  # shared by every publisher (the old single leader held it exclusively)
+PARTITION_KEY_BASE = 100  # partition k's leader lock: (OUTBOX_LOCK_CLASS, 100 + k)
+OUTBOX_PARTITIONS = 8  # fixed: every process must agree, so it is not a setting
+
+_PSYCOPG2 = psycopg2_dialect()  # type: ignore[no-untyped-call]
+
+
+def _compiled(statement: ClauseElement) -> str:
+    """SQL for a psycopg2 cursor: every parameter must be a named ``bindparam`` (given at
+    execution), none a value SQLAlchemy would have bound by itself."""
+    compiled = statement.compile(dialect=_PSYCOPG2)
+    bound = [name for name, value in compiled.params.items() if value is not None]
+    assert not bound, f"values bound at compile time: {bound}"
+    return str(compiled)
+
+
+def _partition(analysis_id: Any) -> Any:
+    """An event's partition: mod(hashtext(analysis_id) & 2147483647, OUTBOX_PARTITIONS)."""
+    positive = func.hashtext(analysis_id).op("&")(literal_column("2147483647"))
+    return func.mod(positive, literal_column(str(OUTBOX_PARTITIONS)))
+
+
+_EXPIRES_IN = extract("epoch", EventRow.expires_at - func.now())
+_AGE = extract("epoch", func.now() - EventRow.created_at)
+_UNPUBLISHED = _compiled(
+    select(
+        EventRow.seq, EventRow.user_id, EventRow.analysis_id, EventRow.payload, _EXPIRES_IN, _AGE
+    )
+    .where(
+        EventRow.published_at.is_(None),
+        EventRow.seq > bindparam("after_seq"),
+        _partition(EventRow.analysis_id) == any_(bindparam("partitions", type_=ARRAY(BigInteger))),
+    )
+    .order_by(EventRow.seq)
+    .limit(bindparam("limit"))
+)
+# Losing this mark in a database crash only means publishing again (clients de-duplicate on
+# eventId), so its commit need not wait for the WAL flush (set_config(..., true): this
+# statement's transaction only).
+_MARK_PUBLISHED = _compiled(
+    update(EventRow)
+    .where(
+        EventRow.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger))),
+        _relaxed_commit.c.setting.is_not(None),
+    )
+    .values(published_at=func.now())
+)
+_LAG = _compiled(
+    select(_AGE)
+    .where(EventRow.published_at.is_(None))
+    .order_by(EventRow.seq)
+    .limit(bindparam("limit"))
+)
+_STATE = _compiled(
+    select(OutboxState.key, OutboxState.value).where(
+        OutboxState.key == any_(bindparam("keys", type_=ARRAY(String)))
+    )
+)
+_upsert = pg_insert(OutboxState).values(
+    key=bindparam("key"), value=bindparam("value"), updated_at=func.now()
+)
+_SET_STATE = _compiled(
+    _upsert.on_conflict_do_update(
+        index_elements=[OutboxState.key],
+        set_={"value": _upsert.excluded.value, "updated_at": func.now()},
+    )
+)
+_LATEST = _compiled(
+    select(
+        EventRow.seq,
+        EventRow.user_id,
+        EventRow.analysis_id,
+        EventRow.payload,
+        _EXPIRES_IN,
+        literal_column("0"),
+    )
+    .ext(distinct_on(EventRow.analysis_id))
+    .where(
+        EventRow.published_at.is_not(None),
+        EventRow.expires_at > func.now(),
+        EventRow.analysis_id > bindparam("after"),
+        _partition(EventRow.analysis_id) == bindparam("partition"),
+    )
+    .order_by(EventRow.analysis_id, EventRow.seq.desc())
+    .limit(bindparam("limit"))
+)
+
+
+def sql_join(cur: Cursor) -> bool:
+    """Become a member (shared lock); False while an old-style single leader holds it."""
+    cur.execute("SELECT pg_try_advisory_lock_shared(%s, %s)", (OUTBOX_LOCK_CLASS, MEMBER_LOCK_KEY))
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def sql_listen(cur: Cursor) -> None:
+    """Be told (NOTIFY, at commit) when events are added."""
+    cur.execute(f"LISTEN {EVENTS_CHANNEL}")
+
+
+def sql_members(cur: Cursor) -> int:
+    cur.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND classid = %s AND objid = %s AND objsubid = 2",
+        (OUTBOX_LOCK_CLASS, MEMBER_LOCK_KEY),
+    )
+    row = cur.fetchone()
+    return int(row[0]) if row else 1
+
+
+def sql_try_partition(cur: Cursor, k: int) -> bool:
+    cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (OUTBOX_LOCK_CLASS, PARTITION_KEY_BASE + k))
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def sql_release_partition(cur: Cursor, k: int) -> None:
+    cur.execute("SELECT pg_advisory_unlock(%s, %s)", (OUTBOX_LOCK_CLASS, PARTITION_KEY_BASE + k))
+
+
+def sql_fetch_unpublished(
+    cur: Cursor, partitions: list[int], after_seq: int, limit: int
+) -> list[tuple[Any, ...]]:
+    cur.execute(_UNPUBLISHED, {"after_seq": after_seq, "partitions": partitions, "limit": limit})
+    return list(cur.fetchall())
+
+
+def sql_mark_published(cur: Cursor, seqs: list[int]) -> None:
+    cur.execute(_MARK_PUBLISHED, {"seqs": seqs})
+
+
+def sql_lag_seconds(cur: Cursor) -> float:
+    cur.execute(_LAG, {"limit": 1})
+    row = cur.fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def sql_state(cur: Cursor, keys: list[str]) -> dict[str, str]:
+    """Values of ``outbox_state`` keys (those that are set)."""
+    cur.execute(_STATE, {"keys": keys})
+    return dict(cur.fetchall())
+
+
+def sql_set_state(cur: Cursor, key: str, value: str) -> None:
+    cur.execute(_SET_STATE, {"key": key, "value": value})
+
+
+def sql_rebuilt_boots(cur: Cursor, partitions: list[int]) -> dict[int, str]:
+    keys = {f"{REBUILT_BOOT_KEY}/p{k}": k for k in partitions}
+    return {keys[key]: value for key, value in sql_state(cur, list(keys)).items()}
+
+
+def sql_set_rebuilt_boot(cur: Cursor, partition: int, boot: str) -> None:
+    sql_set_state(cur, f"{REBUILT_BOOT_KEY}/p{partition}", boot)
+
+
+def sql_fetch_latest(
+    cur: Cursor, partition: int, after_analysis: str, limit: int
+) -> list[tuple[Any, ...]]:
+    """The newest published, unexpired event of each analysis of a partition (keyset)."""
+    cur.execute(_LATEST, {"partition": partition, "after": after_analysis, "limit": limit})
+    return list(cur.fetchall())
+
+
+# --- the retained-expiry sweeper's connection (worker/retained_expiry.py) ----------------------
+#
+# The same arrangement as the publisher: its own connection holds the sweeper's advisory lock,
+# and its queries run there.
+
+_EXPIRED_PUBLISHED = _compiled(
+    select(EventRow.seq, EventRow.user_id, EventRow.analysis_id)
+    .where(
+        EventRow.seq > bindparam("after_seq"),
+        EventRow.expires_at <= func.now(),
+        EventRow.published_at.is_not(None),
+    )
+    .order_by(EventRow.seq)
+    .limit(bindparam("limit"))
+)
+_WITH_LIVE_EVENTS = _compiled(
+    select(EventRow.analysis_id)
+    .distinct()
+    .where(
+        EventRow.analysis_id == any_(bindparam("analyses", type_=ARRAY(String))),
+        EventRow.expires_at > func.now(),
+    )
+)
+
+
+def sql_try_lock(cur: Cursor, key: int) -> bool:
+    """Take the session-level advisory lock ``(OUTBOX_LOCK_CLASS, key)`` if it is free."""
+    cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (OUTBOX_LOCK_CLASS, key))
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def sql_expired_published(cur: Cursor, after_seq: int, limit: int) -> list[tuple[Any, ...]]:
+    """(seq, user_id, analysis_id) of published events that expired, after ``after_seq``."""
+    cur.execute(_EXPIRED_PUBLISHED, {"after_seq": after_seq, "limit": limit})
+    return list(cur.fetchall())
+
+
+def sql_with_live_events(cur: Cursor, analysis_ids: list[str]) -> set[str]:
+    """Those of the analyses that still have an unexpired event."""
+    cur.execute(_WITH_LIVE_EVENTS, {"analyses": analysis_ids})
+    return {row[0] for row in cur.fetchall()}

@@ -52,6 +52,12 @@ def commit_without_flush_wait(session: Session) -> None:
     session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
+def commit_with_flush_wait(session: Session) -> None:
+    """Undo :func:`commit_without_flush_wait` for this transaction: it became one whose loss in
+    a PostgreSQL crash would matter."""
+    session.execute(text("SET LOCAL synchronous_commit TO ON"))
+
+
 def ensure_database(database_url: str) -> bool:
     """Create the database named in the URL when it does not exist; True if created."""
     url = make_url(normalize_database_url(database_url))
