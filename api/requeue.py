@@ -13,15 +13,12 @@ both are back: it gets analysed although its client was told to retry.)
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import store
 from plantnotify.amqp.publisher import JobPublisher
 from plantnotify.contracts.events import AnalysisStatus
 from plantnotify.contracts.queues import AnalysisJob
-from plantnotify.db.models import Analysis
 from plantnotify.logs import get_logger
 from plantnotify.tracing import resume
 
@@ -36,9 +33,7 @@ _PROCESSING = AnalysisStatus.PROCESSING.value
 
 def mark_queued(sessions: sessionmaker[Session], analysis_id: str) -> None:
     with sessions() as session, session.begin():
-        session.execute(
-            update(Analysis).where(Analysis.id == analysis_id).values(queued_at=func.now())
-        )
+        store.mark_queued(session, analysis_id)
 
 
 def requeue_unqueued(
@@ -52,26 +47,12 @@ def requeue_unqueued(
 
     Returns how many were published; ``QueueUnavailable`` propagates (the next sweep retries).
     """
-    cutoff = func.now() - timedelta(seconds=grace_seconds)
-    unqueued = (
-        (Analysis.status == _PROCESSING)
-        & Analysis.queued_at.is_(None)
-        & (Analysis.created_at < cutoff)
-    )
     with sessions() as session:
-        candidates = list(
-            session.scalars(
-                select(Analysis.id).where(unqueued).order_by(Analysis.created_at).limit(limit)
-            )
-        )
+        candidates = store.unqueued_analyses(session, grace_seconds, limit)
     published = 0
     for analysis_id in candidates:
         with sessions() as session, session.begin():
-            row = session.execute(
-                select(Analysis.id, Analysis.user_id, Analysis.request_id, Analysis.trace_id)
-                .where(Analysis.id == analysis_id, unqueued)
-                .with_for_update(skip_locked=True)
-            ).first()
+            row = store.lock_unqueued(session, analysis_id, grace_seconds)
             if row is None:
                 continue  # queued meanwhile, finished, or another API instance has it
             trace = resume(row.trace_id)
@@ -83,9 +64,7 @@ def requeue_unqueued(
                     traceparent=trace.traceparent if trace else None,
                 )
             )
-            session.execute(
-                update(Analysis).where(Analysis.id == row.id).values(queued_at=func.now())
-            )
+            store.mark_queued(session, row.id)
         published += 1
         log.warning(
             "queued the job of an analysis whose upload never confirmed it",

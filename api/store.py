@@ -7,14 +7,101 @@ themselves. Ownership is part of every read: another user's row is simply not fo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, func, select, tuple_
+from sqlalchemy import ColumnElement, Row, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
+from plantnotify.contracts.events import AnalysisStatus
 from plantnotify.db.models import Analysis, AnalysisImage, Device, EventRow
+
+_PROCESSING = AnalysisStatus.PROCESSING.value
+
+# --- uploads and their jobs -----------------------------------------------------------------
+
+
+def add_analysis(
+    sessions: sessionmaker[Session],
+    analysis_id: str,
+    user_id: str,
+    crop_type: str | None,
+    mime_type: str,
+    data: bytes,
+    request_id: str | None = None,
+    trace_id: str | None = None,
+) -> None:
+    """A new analysis (Processing) and its image, in one transaction."""
+    with sessions() as session, session.begin():
+        session.add(
+            Analysis(
+                id=analysis_id,
+                user_id=user_id,
+                status=_PROCESSING,
+                crop_type=crop_type,
+                mime_type=mime_type,
+                image_size=len(data),
+                request_id=request_id,
+                trace_id=trace_id,
+            )
+        )
+        session.flush()
+        session.add(AnalysisImage(analysis_id=analysis_id, data=data))
+
+
+def fail_analysis(sessions: sessionmaker[Session], analysis_id: str, message: str) -> None:
+    """End a still-Processing analysis as Failed with ``message``."""
+    with sessions() as session, session.begin():
+        session.execute(
+            update(Analysis)
+            .where(Analysis.id == analysis_id, Analysis.status == _PROCESSING)
+            .values(
+                status=AnalysisStatus.FAILED.value,
+                error_message=message,
+                updated_at=func.now(),
+                completed_at=func.now(),
+            )
+        )
+
+
+def mark_queued(session: Session, analysis_id: str) -> None:
+    """Stamp ``queued_at``: the analysis's job reached RabbitMQ (in the caller's transaction)."""
+    session.execute(update(Analysis).where(Analysis.id == analysis_id).values(queued_at=func.now()))
+
+
+def _unqueued(grace_seconds: float) -> ColumnElement[bool]:
+    cutoff = func.now() - timedelta(seconds=grace_seconds)
+    return (
+        (Analysis.status == _PROCESSING)
+        & Analysis.queued_at.is_(None)
+        & (Analysis.created_at < cutoff)
+    )
+
+
+def unqueued_analyses(session: Session, grace_seconds: float, limit: int) -> list[str]:
+    """Analyses stored more than ``grace_seconds`` ago whose job was never confirmed queued."""
+    return list(
+        session.scalars(
+            select(Analysis.id)
+            .where(_unqueued(grace_seconds))
+            .order_by(Analysis.created_at)
+            .limit(limit)
+        )
+    )
+
+
+def lock_unqueued(
+    session: Session, analysis_id: str, grace_seconds: float
+) -> Row[str, str, str | None, str | None] | None:
+    """Lock one such analysis for requeueing (skipped if another API instance holds it); its
+    ``id``, ``user_id``, ``request_id`` and ``trace_id``, or None if it needs no requeue now."""
+    return session.execute(
+        select(Analysis.id, Analysis.user_id, Analysis.request_id, Analysis.trace_id)
+        .where(Analysis.id == analysis_id, _unqueued(grace_seconds))
+        .with_for_update(skip_locked=True)
+    ).first()
+
 
 # --- analyses -------------------------------------------------------------------------------
 

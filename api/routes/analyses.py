@@ -12,9 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import func, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from api import ratelimit, store
 from api.deps import Caller, SessionDep, SettingsDep, StateDep, UploadTrace, client_ip
@@ -28,7 +27,7 @@ from plantnotify.amqp.errors import QueueUnavailable
 from plantnotify.contracts.events import AnalysisStatus
 from plantnotify.contracts.queues import AnalysisJob
 from plantnotify.contracts.urls import image_url
-from plantnotify.db.models import Analysis, AnalysisImage
+from plantnotify.db.models import Analysis
 from plantnotify.logs import current_context, get_logger
 from plantnotify.settings import Settings
 
@@ -89,53 +88,6 @@ def to_out(analysis: Analysis, settings: Settings) -> AnalysisOut:
 # --- upload -------------------------------------------------------------------------------
 
 
-def _store(
-    sessions: sessionmaker[Session],
-    analysis_id: str,
-    user_id: str,
-    crop_type: str | None,
-    mime_type: str,
-    data: bytes,
-    request_id: str | None = None,
-    trace_id: str | None = None,
-) -> None:
-    with sessions() as session, session.begin():
-        session.add(
-            Analysis(
-                id=analysis_id,
-                user_id=user_id,
-                status=AnalysisStatus.PROCESSING.value,
-                crop_type=crop_type,
-                mime_type=mime_type,
-                image_size=len(data),
-                request_id=request_id,
-                trace_id=trace_id,
-            )
-        )
-        session.flush()
-        session.add(AnalysisImage(analysis_id=analysis_id, data=data))
-
-
-def _mark_not_queued(sessions: sessionmaker[Session], analysis_id: str) -> None:
-    """The job never reached (or may not have reached) the queue: end the analysis as Failed.
-
-    ``Failed`` rather than deleting the row: if the job did reach the queue before the
-    connection dropped, the worker finds a finished analysis and skips it (its idempotency
-    rule), instead of looking for a row that vanished.
-    """
-    with sessions() as session, session.begin():
-        session.execute(
-            update(Analysis)
-            .where(Analysis.id == analysis_id, Analysis.status == AnalysisStatus.PROCESSING.value)
-            .values(
-                status=AnalysisStatus.FAILED.value,
-                error_message=NOT_QUEUED_MESSAGE,
-                updated_at=func.now(),
-                completed_at=func.now(),
-            )
-        )
-
-
 @router.post(
     "/async",
     status_code=status.HTTP_202_ACCEPTED,
@@ -187,7 +139,7 @@ async def upload(
 
     analysis_id = str(uuid.uuid4())
     await run_in_threadpool(
-        _store,
+        store.add_analysis,
         state.sessions,
         analysis_id,
         caller.user_id,
@@ -212,7 +164,11 @@ async def upload(
             exc,
             extra={"user_id": caller.user_id, "analysis_id": analysis_id},
         )
-        await run_in_threadpool(_mark_not_queued, state.sessions, analysis_id)
+        # Failed rather than deleted: if the job did reach the queue before the connection
+        # dropped, the worker finds a finished analysis and skips it (its idempotency rule).
+        await run_in_threadpool(
+            store.fail_analysis, state.sessions, analysis_id, NOT_QUEUED_MESSAGE
+        )
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "The analysis queue is unavailable right now, so nothing was queued; "
