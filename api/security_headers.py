@@ -8,7 +8,8 @@
   and ``data:`` images (photo previews), and WebSocket connections to the broker's public URL.
 - ``/docs`` (Swagger UI, development only: it is off in production) may load its assets from
   the jsDelivr CDN it is built for.
-- Anything else (JSON, images): ``default-src 'none'; frame-ancestors 'none'``.
+- JSON: ``default-src 'none'; frame-ancestors 'none'``. Scripts and styles get no CSP of
+  their own (a service worker's script CSP would govern the worker itself).
 
 A header a route set itself (the image endpoint's sandbox CSP) is kept.
 """
@@ -81,13 +82,15 @@ class SecurityHeadersMiddleware:
                     if name not in headers:
                         headers[name] = value
                 if "content-security-policy" not in headers:
+                    kind = headers.get("content-type", "")
                     if is_docs:
-                        csp = DOCS_CSP
-                    elif headers.get("content-type", "").startswith("text/html"):
-                        csp = self.web_csp
-                    else:
-                        csp = API_CSP
-                    headers["Content-Security-Policy"] = csp
+                        headers["Content-Security-Policy"] = DOCS_CSP
+                    elif kind.startswith("text/html"):
+                        headers["Content-Security-Policy"] = self.web_csp
+                    elif kind.startswith("application/json"):
+                        headers["Content-Security-Policy"] = API_CSP
+                    # Scripts get none: a service worker's own script's CSP would bind the
+                    # worker (default-src 'none' stopped its fetches after a reload).
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
