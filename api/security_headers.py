@@ -59,7 +59,9 @@ def web_csp(settings: Settings) -> str:
     return (
         "default-src 'self'; script-src 'self'; style-src 'self'; "
         "img-src 'self' blob: data:; font-src 'self'; "
-        f"connect-src {connect}; worker-src 'self'; manifest-src 'self'; "
+        # worker-src blob: mqtt.js runs its keepalive timers in a Worker made from a blob URL,
+        # so a background tab's timer throttling cannot starve the MQTT pings.
+        f"connect-src {connect}; worker-src 'self' blob:; manifest-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
     )
 

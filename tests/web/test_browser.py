@@ -221,6 +221,11 @@ def test_register_upload_and_the_toast_arrives(
 ) -> None:
     page = app.page
     page.wait_for_selector("[data-testid=register]")
+    page.evaluate(
+        "window.__cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " e => window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI))"
+    )
     app.shot("01-login")
     # A wrong password says what to do, and nobody is logged in.
     app.fill_credentials("nobody-" + str(time.time_ns()), "wrong-password-1")
@@ -269,6 +274,10 @@ def test_register_upload_and_the_toast_arrives(
     assert "Early blight" in page.inner_text(".detail")
     assert page.title() == "Plantnotify", "opening the result clears the unseen badge"
     app.shot("07-detail")
+    # The health gauge is drawn within the page's Content-Security-Policy (style-src 'self'
+    # blocks style attributes; the CSSOM is allowed).
+    assert page.evaluate("document.querySelector('.gauge__bar > div').style.width") == "72%"
+    assert page.evaluate("window.__cspViolations") == [], "the page broke its own CSP"
 
     # The local stack (no FCM credentials): the development note links to the emulator's page.
     # Once the farmer allows notifications, this browser is a web push device, so a closed tab

@@ -12,6 +12,8 @@ export function h(tag, attrs = {}, ...children) {
     else if (key.startsWith("on") && typeof value === "function") {
       el.addEventListener(key.slice(2), value);
     } else if (key === "class") el.className = value;
+    // Through the CSSOM: the Content-Security-Policy (style-src 'self') blocks style attributes.
+    else if (key === "style") el.style.cssText = String(value);
     else if (key === "html") el.innerHTML = value; // only for our own static SVG icons
     else if (value === true) el.setAttribute(key, "");
     else el.setAttribute(key, String(value));
