@@ -188,6 +188,22 @@ class Images:
     tag: str
 
 
+@contextlib.contextmanager
+def host_build_ca() -> Iterator[None]:
+    """The build host's CA bundle for the download stages (docker/build-ca/README.md), present
+    for the builds only, and only removed again if this run put it there."""
+    ca_target = ROOT / "docker" / "build-ca" / "ca.crt"
+    host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
+    created = host_ca.is_file() and not ca_target.exists()
+    if created:
+        shutil.copyfile(host_ca, ca_target)
+    try:
+        yield
+    finally:
+        if created:
+            ca_target.unlink()
+
+
 @pytest.fixture(scope="session")
 def images(engine: Engine, canaries: Canaries, report: dict[str, Any]) -> Iterator[Images]:
     started = time.monotonic()
@@ -197,25 +213,15 @@ def images(engine: Engine, canaries: Canaries, report: dict[str, Any]) -> Iterat
         "seconds": round(time.monotonic() - started, 1),
         **buildargs,
     }
-    # The build host's CA bundle for the download stages (docker/build-ca/README.md).
-    ca_target = ROOT / "docker" / "build-ca" / "ca.crt"
-    ca_created = False
-    host_ca = Path("/etc/ssl/certs/ca-certificates.crt")
-    if host_ca.is_file() and not ca_target.exists():
-        shutil.copyfile(host_ca, ca_target)
-        ca_created = True
     tag = "test-" + secrets.token_hex(4)
     refs = {t: f"plantnotify-{t}:{tag}" for t in TARGETS}
-    try:
+    with host_build_ca():
         cold = {
             t: build(engine.client, ROOT, refs[t], target=t, buildargs=buildargs) for t in TARGETS
         }
         warm = {
             t: build(engine.client, ROOT, refs[t], target=t, buildargs=buildargs) for t in TARGETS
         }
-    finally:
-        if ca_created:
-            ca_target.unlink()
     for t in TARGETS:
         log(f"{refs[t]}: cold {cold[t].seconds:.1f}s, warm {warm[t].seconds:.1f}s")
         for name, build_ in (("cold", cold[t]), ("warm", warm[t])):
@@ -457,29 +463,30 @@ def test_buildkit_builds_the_same_images(
     assert cli, f"no docker CLI with BuildKit among {candidates} (install docker-buildx)"
     args = [arg for k, v in images.buildargs.items() for arg in ("--build-arg", f"{k}={v}")]
     started = time.monotonic()
-    result = subprocess.run(
-        [
-            cli,
-            "build",
-            "--network",
-            "host",
-            "--progress",
-            "plain",
-            "--target",
-            "broker",
-            "--tag",
-            f"plantnotify-broker:{images.tag}-buildkit",
-            "--file",
-            DOCKERFILE,
-            *args,
-            ".",
-        ],
-        env={**engine.env(), "DOCKER_BUILDKIT": "1"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    with host_build_ca():  # the same download stages as the classic builds: a fresh clone has none
+        result = subprocess.run(
+            [
+                cli,
+                "build",
+                "--network",
+                "host",
+                "--progress",
+                "plain",
+                "--target",
+                "broker",
+                "--tag",
+                f"plantnotify-broker:{images.tag}-buildkit",
+                "--file",
+                DOCKERFILE,
+                *args,
+                ".",
+            ],
+            env={**engine.env(), "DOCKER_BUILDKIT": "1"},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     seconds = time.monotonic() - started
     assert result.returncode == 0, f"BuildKit build failed:\n{result.stderr[-6000:]}"
     assert "#1 [internal] load build definition" in result.stderr, "not a BuildKit build"
