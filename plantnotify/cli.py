@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "decide connections to the NATS engine (our tokens, limits, permissions)",
     ),
     "token": ("plantnotify.tokencli", "print an MQTT token or a ready mosquitto_sub line"),
+    "keygen": ("plantnotify.keygen", "write an ES256/RS256 key pair for MQTT tokens (production)"),
     "bridge": ("bridge.main", "live-session tracking and the FCM push fallback"),
     "fcm-emulator": ("devtools.fcm_emulator", "local FCM HTTP v1 emulator (OAuth + messages:send)"),
     "config": ("plantnotify.configdoc", "check the configuration; --markdown prints its table"),

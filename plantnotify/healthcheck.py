@@ -5,8 +5,10 @@ output of the last checks: ``docker inspect --format '{{json .State.Health}}' CO
 
 - ``http://host:port/path``: healthy on a 2xx answer (``/readyz``, a ``/metrics`` endpoint).
 - ``mqtt://host:port``: healthy when the broker accepts a CONNECT with a service token minted
-  from this container's settings, so the check covers the plugin and the shared secret, not only
-  an open port.
+  from this container's settings, so the check covers the plugin and the signing key, not only
+  an open port. Where no token can be minted (only the public key is given: the broker's own
+  container with ES256/RS256), healthy when the broker answers a CONNECT at all
+  (``plantnotify.broker.probe``).
 - ``tcp://host:port``: healthy when the port accepts a connection.
 - ``file:///path``: healthy when the file was touched in the last 30 s (a heartbeat: the auth
   callout touches one while it is connected and answering).
@@ -56,6 +58,14 @@ def check_mqtt(host: str, port: int, timeout: float) -> str:
     from plantnotify.settings import load_settings
 
     settings = load_settings()
+    if not settings.can_mint_mqtt_tokens:
+        from plantnotify.broker.probe import ProbeFailed, probe_mqtt
+
+        try:
+            probe_mqtt(host, port, timeout)
+        except ProbeFailed as exc:
+            raise Unhealthy(f"mqtt://{host}:{port}: {exc}") from None
+        return f"mqtt://{host}:{port}: answers MQTT (no signing key here to CONNECT with)"
     token = mint_mqtt_token(settings.mqtt_signer, HEALTHCHECK_USER, 60, service=True)
     options = ConnectOptions(
         host=host,

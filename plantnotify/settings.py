@@ -117,7 +117,8 @@ class Settings(BaseSettings):
     # --- tokens -----------------------------------------------------------------------------
     jwt_secret: str = Field(
         DEV_JWT_SECRET,
-        description="HS256 secret (>= 32 bytes) for access tokens and MQTT tokens.",
+        description="HS256 secret (>= 32 bytes) for API access tokens, and for MQTT tokens when "
+        "MQTT_JWT_ALGORITHM=HS256 (development only).",
         repr=False,
     )
     access_token_ttl_seconds: int = Field(
@@ -143,7 +144,11 @@ class Settings(BaseSettings):
         None, description="HS256 secret of an external identity provider's access tokens."
     )
 
-    mqtt_jwt_algorithm: str = Field("HS256", description="MQTT token algorithm (plugin pins it).")
+    mqtt_jwt_algorithm: str = Field(
+        "HS256",
+        description="MQTT token algorithm (plugin pins it): ES256 or RS256 in production (the "
+        "broker holds only the public key), HS256 with JWT_SECRET for development.",
+    )
     mqtt_jwt_private_key_file: Path | None = Field(
         None, description="PEM private key to sign RS256/ES256 MQTT tokens."
     )
@@ -316,14 +321,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
-        if self.environment == "production":
-            if self.jwt_secret == DEV_JWT_SECRET:
-                raise ConfigError(
-                    "JWT_SECRET is the development default; set JWT_SECRET to a random value "
-                    "of at least 32 bytes (e.g. `openssl rand -hex 32`) or ENVIRONMENT=development"
-                )
-            if "*" in self.cors_origin_list:
-                raise ConfigError("CORS_ORIGINS must list origins explicitly, not '*'")
+        # JWT_SECRET and the MQTT keys are checked per part (refuse_unsafe_production): the
+        # broker is given no JWT_SECRET at all in production, only the MQTT public key.
+        if self.environment == "production" and "*" in self.cors_origin_list:
+            raise ConfigError("CORS_ORIGINS must list origins explicitly, not '*'")
         for name in ("auth_jwt_algorithm", "mqtt_jwt_algorithm"):
             if getattr(self, name) not in SUPPORTED_ALGORITHMS:
                 raise ConfigError(
@@ -350,6 +351,11 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def can_mint_mqtt_tokens(self) -> bool:
+        """False where only the public key is given (the broker's container in production)."""
+        return self.mqtt_jwt_algorithm == "HS256" or self.mqtt_jwt_private_key_file is not None
 
     @cached_property
     def mqtt_signer(self) -> MqttSigner:
@@ -396,17 +402,24 @@ class Settings(BaseSettings):
 # What each part needs configured in production, beyond what Settings checks for every part.
 # A part is refused only for what it uses: the broker (the internet-facing container) is given
 # no database or RabbitMQ credentials at all, so it must not be asked for them.
+# "jwt_secret": signs access tokens (and the NATS engine's keys); "mqtt_private_key": mints MQTT
+# tokens; "mqtt_public_key": verifies them (the broker, the NATS auth callout).
 PRODUCTION_NEEDS: dict[str, tuple[str, ...]] = {
-    "api": ("rabbitmq",),
-    "worker": ("rabbitmq", "n8n"),
-    "bridge": ("fcm",),
+    "api": ("rabbitmq", "jwt_secret", "mqtt_private_key"),
+    "worker": ("rabbitmq", "n8n", "mqtt_private_key"),
+    "bridge": ("fcm", "mqtt_private_key"),
+    "broker": ("mqtt_public_key",),
+    "auth-callout": ("mqtt_public_key",),
 }
+# Parts that derive the NATS engine's keys from JWT_SECRET when BROKER_ENGINE=nats.
+NATS_SECRET_PARTS = ("broker", "auth-callout", "bridge")
 
 
 def refuse_unsafe_production(settings: Settings, part: str) -> None:
     """Refuse development conveniences that would be wrong, or open, for ``part`` in production.
 
-    Called by the CLI before a part starts (``plantnotify api|worker|bridge``); a no-op outside
+    Called by the CLI before a part starts (``plantnotify api|worker|bridge|broker|auth-callout``);
+    a no-op outside
     production. ``part="all"`` checks what the whole stack needs (``plantnotify config``).
     """
     if settings.environment != "production":
@@ -416,6 +429,15 @@ def refuse_unsafe_production(settings: Settings, part: str) -> None:
         if part == "all"
         else set(PRODUCTION_NEEDS.get(part, ()))
     )
+    if settings.broker_engine == "nats" and (part == "all" or part in NATS_SECRET_PARTS):
+        needs.add("jwt_secret")
+        if part == "broker":  # the NATS nodes verify no MQTT token; their callouts do
+            needs.discard("mqtt_public_key")
+    if "jwt_secret" in needs and settings.jwt_secret == DEV_JWT_SECRET:
+        raise ConfigError(
+            "JWT_SECRET is the development default; set JWT_SECRET to a random value "
+            "of at least 32 bytes (e.g. `openssl rand -hex 32`) or ENVIRONMENT=development"
+        )
     if "n8n" in needs and not settings.n8n_webhook_url:
         raise ConfigError(
             "N8N_WEBHOOK_URL is unset, so analyses would go to the development stand-in; "
@@ -430,6 +452,33 @@ def refuse_unsafe_production(settings: Settings, part: str) -> None:
         raise ConfigError(
             "RABBITMQ_URL uses RabbitMQ's default guest account; create a RabbitMQ user with its "
             "own password and put both in RABBITMQ_URL, or ENVIRONMENT=development"
+        )
+    _refuse_symmetric_mqtt_tokens(settings, needs)
+
+
+def _refuse_symmetric_mqtt_tokens(settings: Settings, needs: set[str]) -> None:
+    """Production MQTT tokens are asymmetric: the internet-facing broker verifies them with a
+    public key and can mint nothing (issue 14, finding 8)."""
+    keys = needs & {"mqtt_private_key", "mqtt_public_key"}
+    if not keys:
+        return
+    how = (
+        "set MQTT_JWT_ALGORITHM=ES256 with MQTT_JWT_PRIVATE_KEY_FILE for the api, worker and "
+        "bridge and MQTT_JWT_PUBLIC_KEY_FILE for the broker (`plantnotify keygen DIR` writes "
+        "a key pair), or ENVIRONMENT=development"
+    )
+    if settings.mqtt_jwt_algorithm == "HS256":
+        raise ConfigError(
+            "MQTT_JWT_ALGORITHM is HS256: MQTT tokens would be signed with JWT_SECRET, which the "
+            f"internet-facing broker would then hold and which also signs access tokens; {how}"
+        )
+    if "mqtt_private_key" in keys and settings.mqtt_jwt_private_key_file is None:
+        raise ConfigError(
+            f"MQTT_JWT_PRIVATE_KEY_FILE is unset, so no MQTT token can be minted; {how}"
+        )
+    if "mqtt_public_key" in keys and settings.mqtt_jwt_public_key_file is None:
+        raise ConfigError(
+            f"MQTT_JWT_PUBLIC_KEY_FILE is unset, so no MQTT token can be verified; {how}"
         )
 
 

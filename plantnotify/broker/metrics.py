@@ -11,6 +11,10 @@ module subscribes with a service token and exposes them:
     plantnotify_broker_up                     1 while this exporter's own service connection
                                               to the broker is up (it answers and accepts
                                               tokens), 0 otherwise
+
+Where this container can mint no token (asymmetric MQTT tokens: the broker holds only the public
+key), the exporter cannot subscribe: the CONNECT counters and live connections stay at 0 and
+``plantnotify_broker_up`` says whether the broker answers MQTT (``plantnotify.broker.probe``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
+from plantnotify.broker.probe import ProbeFailed, probe_mqtt
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.events import BrokerStats, ConnectCounts
 from plantnotify.contracts.topics import BROKER_STATS_TOPIC
@@ -59,6 +64,8 @@ class BrokerMetrics(Collector):
             on_message=self._on_message,
         )
         self._server: tuple[WSGIServer, threading.Thread] | None = None
+        self._address = (host, port)
+        self._subscribes = settings.can_mint_mqtt_tokens
 
     def _credentials(self) -> Credentials:
         signer = self._settings.mqtt_signer
@@ -98,18 +105,34 @@ class BrokerMetrics(Collector):
         yield GaugeMetricFamily(
             "plantnotify_broker_up",
             "1 while the broker accepts this exporter's service connection, 0 otherwise.",
-            value=1.0 if self._client.is_connected else 0.0,
+            value=1.0 if self._up() else 0.0,
         )
+
+    def _up(self) -> bool:
+        if self._subscribes:
+            return self._client.is_connected
+        try:
+            probe_mqtt(*self._address, timeout=2.0)
+        except ProbeFailed:
+            return False
+        return True
 
     def start(self, port: int, host: str) -> None:
         """Connect (the reconnect loop keeps trying) and serve /metrics on ``host:port``."""
-        self._client.start()
+        if self._subscribes:
+            self._client.start()
+        else:
+            log.warning(
+                "broker metrics: no MQTT signing key here (MQTT_JWT_PUBLIC_KEY_FILE only), so "
+                "no CONNECT counters; plantnotify_broker_up probes the broker instead"
+            )
         if port:
             self._server = start_http_server(port, addr=host, registry=self.registry)
             log.info("broker metrics on http://%s:%d/metrics", host, port)
 
     def stop(self) -> None:
-        self._client.stop()
+        if self._subscribes:
+            self._client.stop()
         if self._server is not None:
             httpd, thread = self._server
             httpd.shutdown()

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from docker.models.containers import Container
 
 from plantnotify.db.session import alembic_config, drop_database, ensure_database
+from plantnotify.keygen import write_pair
 from tests.containers.engine import (
     DOCKERFILE,
     ROOT,
@@ -315,7 +316,12 @@ def stack(
             "FCM_EMULATOR_PORT",
         )
     }
+    # The MQTT token key pair (`plantnotify keygen`); the services run as uid 10001, so the
+    # throwaway private key is made readable to them.
+    private_key, _ = write_pair(tmp / "keys", "ES256")
+    private_key.chmod(0o644)
     values = {
+        "MQTT_JWT_KEY_DIR": str(tmp / "keys"),
         "JWT_SECRET": "jwt-" + secrets.token_hex(24),
         "POSTGRES_PASSWORD": db_password,
         "RABBITMQ_PASSWORD": rabbit_password,
@@ -338,6 +344,7 @@ def stack(
         ports,
         secrets={
             "JWT secret": values["JWT_SECRET"],
+            "MQTT private key": private_key.read_text().splitlines()[1],
             "database password": db_password,
             "RabbitMQ password": rabbit_password,
             **canaries.values,
@@ -656,6 +663,20 @@ def test_broker_plugin_loads_and_refuses_a_bad_token(stack: Stack) -> None:
     )
     port = stack.ports["MQTT_PORT"]
     assert refused(port, user_id, forged, f"{user_id}-forged"), "a forged token was accepted"
+    # ES256 (the compose default): the broker holds the public key only, and an HS256 token
+    # signed with the real JWT_SECRET is refused too.
+    env = dict(item.split("=", 1) for item in broker.attrs["Config"]["Env"])
+    assert "JWT_SECRET" not in env and "MQTT_JWT_PRIVATE_KEY_FILE" not in env, sorted(env)
+    assert env["MQTT_JWT_ALGORITHM"] == "ES256"
+    exit_code, out = broker.exec_run(["ls", "/run/secrets"])
+    assert exit_code == 0, out
+    assert out.decode().split() == ["mqtt_jwt_public_key"], out
+    hs256 = jwt.encode(
+        {"sub": user_id, "exp": int(time.time()) + 300, "aud": "plantnotify-mqtt"},
+        stack.secrets["JWT secret"],
+        algorithm="HS256",
+    )
+    assert refused(port, user_id, hs256, f"{user_id}-hs"), "an HS256 token was accepted"
     wait_for(
         lambda: f"refused CONNECT user={user_id}" in _logs_of(broker, tail=200),
         timeout=10,

@@ -25,6 +25,9 @@ PRODUCTION_READY = {
     "rabbitmq_url": "amqp://plantnotify:rabbit-pass-123@rabbitmq:5672/%2F",
     "n8n_webhook_url": "https://n8n.example/webhook/plant",
     "fcm_credentials_file": "/run/secrets/plantnotify/fcm.json",
+    "mqtt_jwt_algorithm": "ES256",
+    "mqtt_jwt_private_key_file": "/run/secrets/mqtt_jwt_private_key",
+    "mqtt_jwt_public_key_file": "/run/secrets/mqtt_jwt_public_key",
 }
 
 
@@ -40,15 +43,53 @@ def production(**changes: object) -> Settings:
 
 def test_a_complete_production_configuration_is_accepted_by_every_part() -> None:
     settings = production()
-    for part in [*PRODUCTION_NEEDS, "broker", "migrate", "all"]:
+    for part in [*PRODUCTION_NEEDS, "migrate", "all"]:
         refuse_unsafe_production(settings, part)
 
 
-def test_development_secret_refused_in_production() -> None:
+@pytest.mark.parametrize("part", ["api", "all"])
+def test_development_secret_refused_in_production(part: str) -> None:
     with pytest.raises(ConfigError, match="JWT_SECRET is the development default") as info:
-        production(jwt_secret=DEV_JWT_SECRET)
+        refuse_unsafe_production(production(jwt_secret=DEV_JWT_SECRET), part)
     assert DEV_JWT_SECRET not in str(info.value)
     assert "openssl rand -hex 32" in str(info.value)
+
+
+@pytest.mark.parametrize("part", ["api", "worker", "bridge", "broker", "auth-callout", "all"])
+def test_hs256_mqtt_tokens_refused_in_production(part: str) -> None:
+    """Finding 8: with HS256 the internet-facing broker would hold the secret that signs MQTT
+    tokens and access tokens alike."""
+    with pytest.raises(ConfigError, match="MQTT_JWT_ALGORITHM is HS256") as info:
+        refuse_unsafe_production(production(mqtt_jwt_algorithm="HS256"), part)
+    message = str(info.value)
+    for what in ("MQTT_JWT_PRIVATE_KEY_FILE", "MQTT_JWT_PUBLIC_KEY_FILE", "plantnotify keygen"):
+        assert what in message
+    assert "ENVIRONMENT=development" in message
+
+
+@pytest.mark.parametrize(
+    ("part", "missing"),
+    [
+        ("api", "mqtt_jwt_private_key_file"),
+        ("worker", "mqtt_jwt_private_key_file"),
+        ("bridge", "mqtt_jwt_private_key_file"),
+        ("broker", "mqtt_jwt_public_key_file"),
+        ("auth-callout", "mqtt_jwt_public_key_file"),
+    ],
+)
+def test_each_part_needs_its_half_of_the_key_pair(part: str, missing: str) -> None:
+    with pytest.raises(ConfigError, match=missing.upper()):
+        refuse_unsafe_production(production(**{missing: None}), part)
+
+
+def test_broker_runs_with_the_public_key_alone() -> None:
+    """The broker is given neither JWT_SECRET nor the private key in production."""
+    settings = production(jwt_secret=DEV_JWT_SECRET, mqtt_jwt_private_key_file=None)
+    refuse_unsafe_production(settings, "broker")
+    assert not settings.can_mint_mqtt_tokens
+    nats = production(broker_engine="nats", jwt_secret=DEV_JWT_SECRET)
+    with pytest.raises(ConfigError, match="JWT_SECRET"):  # the NATS engine's keys come from it
+        refuse_unsafe_production(nats, "broker")
 
 
 def test_wildcard_cors_refused_in_production() -> None:
@@ -160,7 +201,7 @@ def test_cli_refuses_with_one_clear_line_and_exit_status_2() -> None:
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env.update(ENVIRONMENT="production", JWT_SECRET=DEV_JWT_SECRET)
     result = subprocess.run(
-        [sys.executable, "-m", "plantnotify.cli", "migrate"],
+        [sys.executable, "-m", "plantnotify.cli", "api"],
         env=env,
         capture_output=True,
         text=True,
@@ -168,5 +209,5 @@ def test_cli_refuses_with_one_clear_line_and_exit_status_2() -> None:
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert "plantnotify migrate: configuration refused: JWT_SECRET" in result.stderr
+    assert "plantnotify api: configuration refused: JWT_SECRET" in result.stderr
     assert DEV_JWT_SECRET not in result.stderr
