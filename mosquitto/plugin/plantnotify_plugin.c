@@ -30,6 +30,7 @@
 #include <mosquitto_plugin.h>
 
 #include "acl.h"
+#include "persistent.h"
 #include "revocations.h"
 #include "sessions.h"
 #include "token.h"
@@ -264,6 +265,7 @@ static int admit(plugin_state *st, struct mosquitto *client, const char *usernam
 	/* Debug level: Mosquitto logs every connection already, and this is the hot path. */
 	mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "authenticated user=%s client=%s role=%s exp=%lld",
 			claims->sub, client_id, claims->is_service ? "service" : "user", claims->exp);
+	if(!claims->is_service && !mosquitto_client_clean_session(client)) pn_persistent_opened(claims->sub, client_id);
 	return count_connect(st, CONNECT_ACCEPTED, MOSQ_ERR_SUCCESS);
 }
 

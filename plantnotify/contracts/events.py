@@ -187,6 +187,16 @@ class SessionSnapshot(_Wire):
     at: int = 0  # unix seconds
 
 
+class PersistentSessionOpened(_Wire):
+    """Published by the broker plugin on ``plantnotify/broker/persistent-sessions`` for every
+    accepted user CONNECT that does not start clean: ``client_id`` of ``user_id`` now has a
+    session that outlives the connection (``at``: unix milliseconds, the broker's clock)."""
+
+    user_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    client_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,130}$")
+    at: int = Field(ge=0)
+
+
 class ConnectCounts(_Wire):
     """CONNECT outcomes counted by the plugin since the broker started (see BrokerStats)."""
 

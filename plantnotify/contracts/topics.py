@@ -10,6 +10,9 @@ Service topics (written by the Mosquitto plugin, readable only with role=service
     $CONTROL/plantnotify/revocations       revocation lines, published by the API's feed to
                                            the plugin (never retained)
     plantnotify/sessions/{userId}          retained SessionSnapshot (live connections of a user)
+    plantnotify/broker/persistent-sessions PersistentSessionOpened: a user's CONNECT without a
+                                           clean start (QoS 1, never retained; the API caps
+                                           persistent sessions per user with them)
     plantnotify/bridges/{clientId}/sync    a bridge's own marker: published by the bridge to
                                            itself after subscribing, so it knows the retained
                                            replay before it has been read to the end
@@ -30,6 +33,7 @@ RECEIPTS = "receipts"
 SERVICE_PREFIX = "plantnotify"
 BROKER_BOOT_TOPIC = f"{SERVICE_PREFIX}/broker/boot"
 BROKER_STATS_TOPIC = f"{SERVICE_PREFIX}/broker/stats"
+BROKER_PERSISTENT_SESSIONS_TOPIC = f"{SERVICE_PREFIX}/broker/persistent-sessions"
 # Revocation lines from the API's feed to the plugin (api/revocation_feed.py).
 BROKER_REVOCATIONS_TOPIC = "$CONTROL/plantnotify/revocations"
 SESSIONS = "sessions"
