@@ -29,6 +29,7 @@ from api.routes import api_router, health
 from api.routes.analyses import NEXT_BEFORE_HEADER
 from api.routes.notifications import HAS_MORE_HEADER, NEXT_SINCE_HEADER
 from api.security_headers import DOCS_PATH, SecurityHeadersMiddleware
+from api.session_cap import SessionCap
 from api.state import AppState
 from api.tokens import AccessTokens
 from api.web import mount_web
@@ -74,9 +75,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.broker_engine == "mosquitto"
             else None
         )
+        cap = (
+            SessionCap(settings, state.sessions).start()
+            if settings.broker_engine == "mosquitto"
+            else None
+        )
         try:
             yield
         finally:
+            if cap is not None:
+                await run_in_threadpool(cap.stop)
             if feed is not None:
                 await run_in_threadpool(feed.stop)
             for task in tasks:

@@ -1,6 +1,7 @@
-"""The audit log (table ``audit_log``): who logged in, failed to, was revoked, deleted, or had a
-device token moved to them. Written in the same transaction as what it records, except failed
-logins, which are committed on their own (the login itself changes nothing)."""
+"""The audit log (table ``audit_log``): who logged in, failed to, was revoked, deleted, had a
+device token moved to them, or lost a persistent MQTT session to the cap. Written in the same
+transaction as what it records, except failed logins, which are committed on their own (the
+login itself changes nothing)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ PASSWORD_CHANGED = "password_changed"  # noqa: S105 (an event name)
 ACCOUNT_DELETED = "account_deleted"
 DEVICE_MOVED = "device_moved"
 DEVICE_EVICTED = "device_evicted"
+MQTT_SESSION_EVICTED = "mqtt_session_evicted"  # over MQTT_MAX_PERSISTENT_SESSIONS_PER_USER
 REGISTERED = "registered"
 
 

@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     mqtt_public_host: str | None = Field(None, description="Broker host given to clients.")
     mqtt_ws_url: str | None = Field(None, description="WebSocket URL given to browsers.")
     mqtt_max_connections_per_user: int = Field(5, ge=1, description="Live connections per user.")
+    mqtt_max_persistent_sessions_per_user: int = Field(
+        40,
+        ge=1,
+        description="MQTT sessions kept offline per user (clients without a clean start); the "
+        "API ends the oldest offline ones beyond this.",
+    )
     mqtt_expiry_check_seconds: int = Field(2, ge=1, description="How often expired are kicked.")
     mqtt_leeway_seconds: int = Field(5, ge=0, le=60, description="Clock leeway for exp/nbf/iat.")
     mqtt_revocation_sync_seconds: int = Field(

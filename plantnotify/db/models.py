@@ -320,6 +320,19 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
+class PersistentMqttSession(Base):
+    """A client id whose MQTT session outlives its connection, as the broker plugin reported it
+    (``PersistentSessionOpened``); the API keeps at most MQTT_MAX_PERSISTENT_SESSIONS_PER_USER
+    of them per user (api/session_cap.py)."""
+
+    __tablename__ = "mqtt_persistent_sessions"
+    __table_args__ = (Index("ix_mqtt_persistent_sessions_user_opened", "user_id", "opened_at"),)
+
+    client_id: Mapped[str] = mapped_column(String(130), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # its latest CONNECT
+
+
 class RateLimitBucket(Base):
     """One fixed-window counter shared by every API replica (``key`` names limit and subject)."""
 
