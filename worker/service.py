@@ -41,6 +41,11 @@ class Worker:
         self.settings = settings
         self.owner = new_owner_id()
         self.engine = make_engine(settings.database_url, pool_size=settings.worker_concurrency + 2)
+        # The result, progress stages and image reads are single statements: on an autocommit
+        # engine each is one round trip (the result's includes its WAL flush, nothing more).
+        self.statements = make_engine(
+            settings.database_url, pool_size=settings.worker_concurrency + 2, autocommit=True
+        )
         sessions = session_factory(self.engine)
         self.presence = Presence(settings.database_url, self.owner)
         self.cancel = threading.Event()
@@ -62,6 +67,7 @@ class Worker:
             event_expiry_seconds=settings.event_expiry_seconds,
             image_url=link,
             max_attempts=DELIVERY_LIMIT,
+            statements=self.statements,
         )
         self.n8n = N8nClient(
             n8n_url(settings),
@@ -146,6 +152,7 @@ class Worker:
         self.n8n.close()
         self.presence.close()
         self.engine.dispose()
+        self.statements.dispose()
         log.info("worker stopped")
 
     # --- threads ------------------------------------------------------------------------

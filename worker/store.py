@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     ClauseElement,
     DateTime,
+    Engine,
     String,
     Text,
     any_,
@@ -257,8 +258,12 @@ class JobStore:
         event_expiry_seconds: int,
         image_url: Callable[[str], str],
         max_attempts: int,
+        statements: Engine | None = None,
     ) -> None:
+        """``statements``: an autocommit engine for the one-statement writes and reads (no
+        transaction to open or to reset; see ``make_engine(autocommit=True)``)."""
         self.sessions = sessions
+        self._statements = statements
         self.owner = owner
         self.lease = timedelta(seconds=lease_seconds)
         self.expiry = event_expiry_seconds
@@ -309,10 +314,11 @@ class JobStore:
             return Claim(ClaimState.CLAIMED, work=work, events=(started,) if started else ())
 
     def load_image(self, analysis_id: str) -> bytes | None:
-        with self.sessions() as s:
-            return s.execute(
+        with self._autocommit() as conn:
+            data: bytes | None = conn.execute(
                 select(AnalysisImage.data).where(AnalysisImage.analysis_id == analysis_id)
             ).scalar_one_or_none()
+        return data
 
     # --- progress and results -----------------------------------------------------------------
 
@@ -341,6 +347,8 @@ class JobStore:
         return event if stored else None
 
     def _autocommit(self) -> Any:
+        if self._statements is not None:
+            return self._statements.connect()
         engine = self.sessions.kw["bind"]
         return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
@@ -558,7 +566,13 @@ _EXPIRES_IN = extract("epoch", EventRow.expires_at - func.now())
 _AGE = extract("epoch", func.now() - EventRow.created_at)
 _UNPUBLISHED = _compiled(
     select(
-        EventRow.seq, EventRow.user_id, EventRow.analysis_id, EventRow.payload, _EXPIRES_IN, _AGE
+        EventRow.seq,
+        EventRow.user_id,
+        EventRow.analysis_id,
+        EventRow.payload,
+        _EXPIRES_IN,
+        _AGE,
+        _partition(EventRow.analysis_id),
     )
     .where(
         EventRow.published_at.is_(None),
@@ -607,6 +621,7 @@ _LATEST = _compiled(
         EventRow.payload,
         _EXPIRES_IN,
         literal_column("0"),
+        _partition(EventRow.analysis_id),
     )
     .ext(distinct_on(EventRow.analysis_id))
     .where(
