@@ -229,6 +229,13 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Outbox publisher's periodic sweep (it is also woken at once)."
     )
     outbox_batch_size: int = Field(500, ge=1, description="Events published per outbox batch.")
+    outbox_connections: int = Field(
+        4,
+        ge=1,
+        le=8,
+        description="MQTT connections each worker process publishes the outbox over (a "
+        "partition always uses the same one, so per-analysis order holds).",
+    )
 
     # --- bridge / FCM -----------------------------------------------------------------------
     fcm_credentials_file: Path | None = Field(

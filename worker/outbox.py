@@ -13,8 +13,12 @@
   gives the extras back (with nothing in flight), one that holds fewer takes free ones. When a
   leader dies PostgreSQL frees its locks with its connection and the others take its
   partitions over within about a second, publishing whatever it had left.
-- **Pipelined**: a process publishes all its partitions over one MQTT connection, in ``seq``
-  order. The next batch is fetched while the previous one's PUBACKs are still coming; the
+- **Pipelined**: a process publishes its partitions over ``OUTBOX_CONNECTIONS`` MQTT
+  connections, partition ``k`` always over connection ``k mod OUTBOX_CONNECTIONS`` (so one
+  analysis's events go out in order on one connection), in ``seq`` order. The broker lets one
+  connection have only its Receive Maximum (20 for our Mosquitto) PUBLISHes unacknowledged, so
+  on a busy machine, where a PUBACK takes tens of milliseconds to come back, one connection
+  caps the rate at a few hundred per second; several keep more in flight. The next batch is fetched while the previous one's PUBACKs are still coming; the
   acknowledged prefix is marked published with one UPDATE. If a publish fails, only the prefix
   before it is marked, so nothing is ever re-sent out of order (a retained message must never
   go back to an older event).
@@ -32,6 +36,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -82,6 +87,7 @@ class _Row:
     expiry: int  # seconds left; <= 0: expired, not published
     age: float  # seconds since the commit
     analysis_id: str = ""
+    partition: int = 0
     final: bool = False  # Completed/Failed (stage-timed by the bench)
 
 
@@ -113,6 +119,7 @@ class OutboxPublisher:
         sweep_seconds: float = 5.0,
         leader_retry_seconds: float = 1.0,
         puback_timeout: float = 10.0,
+        connections: int = 1,
     ) -> None:
         self._url = database_url
         self._batch = batch_size
@@ -123,6 +130,17 @@ class OutboxPublisher:
         if not any(topic == BROKER_BOOT_TOPIC for topic, _ in options.subscriptions):
             options.subscriptions.append((BROKER_BOOT_TOPIC, 1))
         self.mqtt = MqttClient(options, on_message=self._on_mqtt_message, max_inflight=1000)
+        # Publishing lanes: the first connection (which also follows the broker's boot) and
+        # more of the same identity, each with a client id of its own.
+        self._lanes = [self.mqtt] + [
+            MqttClient(
+                dataclasses.replace(
+                    options, client_id=f"{options.client_id}-{i}", subscriptions=[]
+                ),
+                max_inflight=1000,
+            )
+            for i in range(1, max(1, connections))
+        ]
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -141,7 +159,8 @@ class OutboxPublisher:
 
     def start(self, *, lead: bool = True) -> OutboxPublisher:
         """Connect, and (unless ``lead`` is False: fault injection) take a share of partitions."""
-        self.mqtt.start()
+        for lane in self._lanes:
+            lane.start()
         if lead:
             self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
             self._thread.start()
@@ -154,14 +173,28 @@ class OutboxPublisher:
             # Let a batch in flight get its PUBACKs; if that takes long, dropping the MQTT
             # connection fails the waits at once (those events are simply published again).
             self._thread.join(min(2.0, timeout))
-            self.mqtt.stop()
+            self._stop_lanes()
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.error("outbox publisher did not stop within %.0fs", timeout)
             self._thread = None
-        self.mqtt.stop()
+        self._stop_lanes()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _stop_lanes(self) -> None:
+        for lane in self._lanes:
+            lane.stop()
+
+    def wait_connected(self, timeout: float) -> None:
+        """Wait until every publishing connection is up (raises as ``MqttClient`` does)."""
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes:
+            lane.wait_connected(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def connected(self) -> bool:
+        return all(lane.is_connected for lane in self._lanes)
 
     def wake(self) -> None:
         """Publish now (called right after an event commit in this process)."""
@@ -328,7 +361,7 @@ class OutboxPublisher:
         if not self._owned:
             self._more = False
             return True
-        if not self.mqtt.is_connected:
+        if not self.connected:
             self._update_lag()
             return False
         drained = self._drain()
@@ -394,10 +427,9 @@ class OutboxPublisher:
             if row.expiry <= 0:
                 inflight.append((row, None))  # expired before it could go out: nothing to send
                 continue
+            lane = self._lanes[row.partition % len(self._lanes)]
             try:
-                handle = self.mqtt.publish(
-                    row.topic, row.payload, qos=1, retain=True, expiry=row.expiry
-                )
+                handle = lane.publish(row.topic, row.payload, qos=1, retain=True, expiry=row.expiry)
             except MqttError as exc:
                 metrics.PUBLISH_FAILURES.labels(kind="not_connected").inc()
                 log.info("publish paused: %s", exc)
@@ -468,7 +500,15 @@ class OutboxPublisher:
         return rows
 
     @staticmethod
-    def _row(seq: int, user_id: str, analysis_id: str, payload: Any, left: Any, age: Any) -> _Row:
+    def _row(
+        seq: int,
+        user_id: str,
+        analysis_id: str,
+        payload: Any,
+        left: Any,
+        age: Any,
+        partition: int,
+    ) -> _Row:
         if isinstance(payload, str):
             payload = json.loads(payload)
         return _Row(
@@ -478,6 +518,7 @@ class OutboxPublisher:
             expiry=math.floor(float(left)),
             age=max(0.0, float(age)),
             analysis_id=analysis_id,
+            partition=int(partition),
             final=payload.get("event") in FINAL_EVENTS,
         )
 

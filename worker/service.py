@@ -59,6 +59,7 @@ class Worker:
             service_connect_options(settings, "worker"),
             batch_size=settings.outbox_batch_size,
             sweep_seconds=settings.outbox_sweep_seconds,
+            connections=settings.outbox_connections,
         )
         self.store = JobStore(
             sessions,
@@ -125,7 +126,7 @@ class Worker:
         if not self.consumer.wait_connected(timeout):
             return False
         try:
-            self.outbox.mqtt.wait_connected(max(0.0, deadline - time.monotonic()))
+            self.outbox.wait_connected(max(0.0, deadline - time.monotonic()))
         except Exception:
             return False
         return True
