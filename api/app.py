@@ -68,13 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             asyncio.create_task(_retention_loop(state)),
             asyncio.create_task(_housekeeping_loop(state)),
         ]
-        # The clustered engine (NATS) has no plugin to feed; its auth callout would read the
-        # revocations table instead.
-        feed = (
-            RevocationFeed(settings, state.sessions, state.revocation_wakeup).start()
-            if settings.broker_engine == "mosquitto"
-            else None
-        )
+        # Both engines: the plugin (Mosquitto) or the auth callouts (NATS) take the lines.
+        feed: RevocationFeed | None = RevocationFeed(
+            settings, state.sessions, state.revocation_wakeup
+        ).start()
         cap = (
             SessionCap(settings, state.sessions).start()
             if settings.broker_engine == "mosquitto"

@@ -8,7 +8,9 @@ Each API process runs one feed (a thread with a service MQTT connection, user ``
   down; a row is sent once per boot by each replica (duplicates are harmless);
 - after every broker boot (a new ``bootId`` on ``plantnotify/broker/boot``) every row still in
   force is published again, then a ``SYNC <bootId>`` line: a restarted broker forgets nothing
-  for longer than it takes a feed to notice the boot.
+  for longer than it takes a feed to notice the boot. On the NATS engine the auth callouts
+  decide CONNECTs: each one that starts asks on ``plantnotify/broker/revocations/resync`` (a
+  ``BrokerBoot``, repeated until its SYNC came), which the feed treats as a boot.
 
 Wire format (topic ``$CONTROL/plantnotify/revocations``: Mosquitto hands it to the plugin and
 to no subscriber; QoS 1, never retained, service role
@@ -86,7 +88,14 @@ class RevocationFeed:
         self._sent: dict[int, float] = {}  # seq -> when (monotonic), recent rows only
         self._cleared: dict[str, tuple[int, float]] = {}  # topic -> (times sent, last)
         self._client = MqttClient(
-            service_connect_options(settings, "api", subscriptions=[(topics.BROKER_BOOT_TOPIC, 1)]),
+            service_connect_options(
+                settings,
+                "api",
+                subscriptions=[
+                    (topics.BROKER_BOOT_TOPIC, 1),
+                    (topics.BROKER_REVOCATIONS_RESYNC_TOPIC, 1),
+                ],
+            ),
             on_message=self._on_message,
         )
         self._thread = threading.Thread(target=self._run, name="revocation-feed", daemon=True)
@@ -109,7 +118,10 @@ class RevocationFeed:
     # --- MQTT thread -----------------------------------------------------------------------
 
     def _on_message(self, message: Message) -> None:
-        if message.topic != topics.BROKER_BOOT_TOPIC:
+        if message.topic not in (
+            topics.BROKER_BOOT_TOPIC,
+            topics.BROKER_REVOCATIONS_RESYNC_TOPIC,
+        ):
             return
         try:
             boot = BrokerBoot.model_validate_json(message.payload)

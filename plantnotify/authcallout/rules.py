@@ -4,7 +4,7 @@
 raises :class:`Refused` naming the rule that fired. The order and the rules follow
 ``mosquitto/plugin/token.c``: size, header (alg pinned, no key-fetching or critical headers,
 ``typ`` JWT if present), signature, duplicate claims, exp (required integer) / nbf / iat with
-leeway, audience, issuer, role, ``sub`` shape, ``username == sub``, client id ``{sub}`` or
+leeway, audience, issuer, role, ``sid`` shape, ``sub`` shape, ``username == sub``, client id ``{sub}`` or
 ``{sub}-…``.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from plantnotify.contracts.claims import ROLE_SERVICE
+from plantnotify.contracts.claims import CLAIM_SESSION, ROLE_SERVICE
 from plantnotify.contracts.ids import is_valid_user_id
 from plantnotify.settings import Settings
 
@@ -69,6 +69,8 @@ class Accepted:
     client_id: str
     expires: int
     service: bool
+    sid: str | None = None  # the login session the token was issued under
+    iat: int | None = None  # None: the token has no iat (a user revocation refuses it)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -128,8 +130,11 @@ def check_token(cfg: TokenConfig, token: str, now: float | None = None) -> dict[
     if cfg.issuer is not None and claims.get("iss") != cfg.issuer:
         raise Refused("invalid_token", "wrong issuer")
     role = claims.get("role")
-    if role is not None and role != ROLE_SERVICE:
+    if role is not None and role not in (ROLE_SERVICE, "user"):
         raise Refused("invalid_token", "unknown role")
+    sid = claims.get(CLAIM_SESSION)
+    if sid is not None and (not isinstance(sid, str) or not is_valid_user_id(sid)):
+        raise Refused("invalid_token", "invalid sid")  # the plugin: "unknown role or invalid sid"
     sub = claims.get("sub")
     if not isinstance(sub, str) or not is_valid_user_id(sub):
         raise Refused("identity", "sub is not a valid user id")
@@ -157,4 +162,12 @@ def check_connect(
         raise Refused("identity", "username is not the token's sub")
     if not client_id_allowed(sub, client_id):
         raise Refused("identity", "client id is not the user id or <userId>-…")
-    return Accepted(sub, client_id, int(claims["exp"]), claims.get("role") == ROLE_SERVICE)
+    iat = claims.get("iat")
+    return Accepted(
+        sub,
+        client_id,
+        int(claims["exp"]),
+        claims.get("role") == ROLE_SERVICE,
+        sid=claims.get(CLAIM_SESSION),
+        iat=iat if _is_int(iat) else None,
+    )

@@ -9,6 +9,14 @@ answers). Two connections:
   (``$SYS.ACCOUNT.APP.CONNECT`` / ``DISCONNECT``, ``$SYS.SERVER.*.SHUTDOWN``, and CONNZ of
   every node at start and every ``resync_seconds``).
 
+and a third, as the ``feed`` user (APP account, exempt from the callout, allowed only these
+two subjects): revocation lines from the API's feed (``$CONTROL.plantnotify.revocations``),
+and our requests for all of them (``plantnotify.broker.revocations.resync``, a ``BrokerBoot``
+with this callout's boot id, repeated until the feed's ``SYNC``). A user CONNECT whose token is
+revoked is refused; a line that revokes something closes the user's live connections on every
+node (``$SYS.REQ.SERVER.<id>.KICK``), as the plugin does. With ``MQTT_REVOCATION_SYNC_SECONDS``
+a callout refuses users until its sync came, for at most that long.
+
 A granted user gets a user JWT in the APP account, named after the user (so presence events
 carry the MQTT username), expiring with the token plus the clock leeway (the server disconnects
 it then, as the plugin does), and allowed
@@ -20,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +42,9 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from plantnotify.authcallout import natsjwt
+from plantnotify.authcallout.revocations import Revocations
 from plantnotify.authcallout.rules import Refused, TokenConfig, check_connect
-from plantnotify.broker.engines.nats.config import APP_ACCOUNT
+from plantnotify.broker.engines.nats.config import APP_ACCOUNT, subject
 from plantnotify.broker.engines.nats.keys import NatsKeys
 from plantnotify.broker.engines.nats.ledger import Ledger
 from plantnotify.broker.engines.nats.presence import (
@@ -44,12 +55,23 @@ from plantnotify.broker.engines.nats.presence import (
     parse_conn_event,
     parse_shutdown,
 )
+from plantnotify.contracts.events import BrokerBoot
+from plantnotify.contracts.topics import (
+    BROKER_REVOCATIONS_RESYNC_TOPIC,
+    BROKER_REVOCATIONS_TOPIC,
+)
 from plantnotify.settings import Settings
 
 log = logging.getLogger("plantnotify.authcallout")
 
 AUTH_SUBJECT = "$SYS.REQ.USER.AUTH"
 QUEUE_GROUP = "plantnotify-auth-callout"
+REVOCATIONS_SUBJECT = subject(BROKER_REVOCATIONS_TOPIC)
+RESYNC_SUBJECT = subject(BROKER_REVOCATIONS_RESYNC_TOPIC)
+KICK_SUBJECT = "$SYS.REQ.SERVER.{}.KICK"
+RESYNC_EVERY_SECONDS = 2.0  # ask the feed again until its SYNC for us came
+KICK_AGAIN_SECONDS = 1.5  # a connection granted just before the line may not be kickable yet
+PRUNE_SECONDS = 60.0
 
 
 @dataclass
@@ -82,18 +104,29 @@ class AuthCallout:
         self.name = name
         self.ledger = Ledger()
         self.counts = Counts()
+        self.revocations = Revocations()
+        self.boot_id = secrets.token_hex(16)
+        self.sync_seconds = settings.mqtt_revocation_sync_seconds
+        self.started = time.monotonic()
+        self.synced = asyncio.Event()
+        self._boots_seen: set[str] = {self.boot_id}  # resync requests seen since subscribing
         self._auth: NatsClient | None = None
         self._sys: NatsClient | None = None
+        self._feed: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    async def _connect(self, seed: str, name: str) -> NatsClient:
+    async def _connect(
+        self, seed: str, name: str, reconnected: Callable[[], Awaitable[None]] | None = None
+    ) -> NatsClient:
+        extra: dict[str, Any] = {} if reconnected is None else {"reconnected_cb": reconnected}
         return await nats.connect(
             servers=self.servers,
             nkeys_seed_str=seed,
             name=name,
+            **extra,
             dont_randomize=True,  # the first server is this node: stay on it while it lives
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
@@ -108,6 +141,13 @@ class AuthCallout:
         await self._sys.subscribe(SHUTDOWN_EVENTS, cb=self._on_shutdown_event)
         await self._sys.flush()
         await self.resync()
+        self._feed = await self._connect(
+            self.keys.feed.seed_str, f"plantnotify-{self.name}-feed", self._feed_reconnected
+        )
+        await self._feed.subscribe(REVOCATIONS_SUBJECT, cb=self._on_revocations)
+        await self._feed.subscribe(RESYNC_SUBJECT, cb=self._on_resync_request)
+        await self._feed.flush()
+        self._tasks.append(asyncio.create_task(self._ask_for_revocations()))
         self._auth = await self._connect(self.keys.callout.seed_str, f"plantnotify-{self.name}")
         await self._auth.subscribe(AUTH_SUBJECT, queue=QUEUE_GROUP, cb=self._on_request)
         await self._auth.flush()
@@ -124,7 +164,7 @@ class AuthCallout:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for nc in (self._auth, self._sys):
+        for nc in (self._auth, self._feed, self._sys):
             if nc is not None:
                 with contextlib.suppress(Exception):
                     await nc.drain()
@@ -139,7 +179,8 @@ class AuthCallout:
         """Touch the heartbeat file while both connections are up (container health check)."""
         assert self.heartbeat is not None
         while True:
-            if all(nc is not None and nc.is_connected for nc in (self._auth, self._sys)):
+            conns = (self._auth, self._sys, self._feed)
+            if all(nc is not None and nc.is_connected for nc in conns):
                 self.heartbeat.touch()
             await asyncio.sleep(5.0)
 
@@ -167,6 +208,84 @@ class AuthCallout:
         server_id = parse_shutdown(msg.data)
         if server_id:
             self.ledger.server_gone(server_id)
+
+    # --- revocations ------------------------------------------------------------------------
+
+    async def _ask_for_revocations(self) -> None:
+        """Asks the API's feed for every revocation in force until its SYNC for us came (and
+        again after the feed connection was lost: lines may have been missed meanwhile)."""
+        assert self._feed is not None
+        next_prune = time.monotonic() + PRUNE_SECONDS
+        while True:
+            if not self.synced.is_set() and self._feed.is_connected:
+                body = BrokerBoot(boot_id=self.boot_id, started_at=int(time.time()))
+                with contextlib.suppress(Exception):
+                    await self._feed.publish(RESYNC_SUBJECT, body.to_json_bytes())
+            if time.monotonic() >= next_prune:
+                self.revocations.prune(int(time.time()))
+                next_prune = time.monotonic() + PRUNE_SECONDS
+            await asyncio.sleep(RESYNC_EVERY_SECONDS)
+
+    async def _feed_reconnected(self) -> None:
+        """Lines may have been missed while the connection was down: ask for all of them
+        again, under a new id (the feed answers each id once)."""
+        self.boot_id = secrets.token_hex(16)
+        self._boots_seen = {self.boot_id}
+        self.synced.clear()
+
+    async def _on_resync_request(self, msg: Msg) -> None:
+        try:
+            boot = BrokerBoot.model_validate_json(msg.data)
+        except ValueError:
+            return
+        self._boots_seen.add(boot.boot_id)
+
+    async def _on_revocations(self, msg: Msg) -> None:
+        applied = self.revocations.apply(msg.data, int(time.time()))
+        if applied.malformed or applied.full:
+            log.warning(
+                "revocations: %d malformed line(s), %d not remembered (too many)",
+                applied.malformed,
+                applied.full,
+            )
+        # A SYNC for any request seen after we subscribed: everything in force was sent after
+        # that request, so after our subscription (another callout's request does as well).
+        if not self.synced.is_set() and any(b in self._boots_seen for b in applied.synced_boots):
+            self.synced.set()
+            log.info("revocations synced: %d in force", len(self.revocations))
+        for user in applied.kick:
+            keys = [key for key, _ in self.ledger.live_keys(user)]
+            if keys:
+                log.info("revocation: disconnecting user=%s (%d connections)", user, len(keys))
+                self._tasks.append(asyncio.create_task(self._kick(keys)))
+        self._tasks = [t for t in self._tasks if not t.done()]
+
+    async def _kick(self, keys: list[tuple[str, int]]) -> None:
+        """Closes these connections, and once more a little later those still there (one
+        granted just before the line may not have been registered by its node yet)."""
+        for attempt in range(2):
+            for server_id, cid in keys:
+                if attempt and (server_id, cid) not in self.ledger:
+                    continue
+                await self._kick_one(server_id, cid)
+            await asyncio.sleep(KICK_AGAIN_SECONDS)
+
+    async def _kick_one(self, server_id: str, cid: int) -> None:
+        if self._sys is None or not server_id:
+            return
+        try:
+            await self._sys.request(
+                KICK_SUBJECT.format(server_id), json.dumps({"cid": cid}).encode(), timeout=2.0
+            )
+        except Exception as exc:  # a node gone or busy: its own reconnects are refused anyway
+            log.debug("kick of %s/%d: %s", server_id, cid, exc)
+
+    def _waiting_for_revocations(self) -> bool:
+        return (
+            self.sync_seconds > 0
+            and not self.synced.is_set()
+            and time.monotonic() < self.started + self.sync_seconds
+        )
 
     # --- decisions --------------------------------------------------------------------------
 
@@ -197,6 +316,15 @@ class AuthCallout:
             if client.get("type") != "mqtt" and not accepted.service:
                 raise Refused("identity", "only services may connect without MQTT")
             if not accepted.service:
+                if self.revocations.is_revoked(
+                    accepted.sub, accepted.sid, accepted.iat, int(time.time())
+                ):
+                    raise Refused(
+                        "invalid_token",
+                        "token revoked (logged out, password changed or account deleted)",
+                    )
+                if self._waiting_for_revocations():
+                    raise Refused("error", "revocations not loaded yet (revocation sync)")
                 owner = self.ledger.owner_of(client_id)
                 if owner is not None and owner != accepted.sub:
                     raise Refused("identity", "client id is live for another user")

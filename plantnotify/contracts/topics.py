@@ -9,6 +9,9 @@ Service topics (written by the Mosquitto plugin, readable only with role=service
     plantnotify/broker/stats               retained BrokerStats (CONNECT outcomes, live count)
     $CONTROL/plantnotify/revocations       revocation lines, published by the API's feed to
                                            the plugin (never retained)
+    plantnotify/broker/revocations/resync  a BrokerBoot from an auth callout of the NATS engine
+                                           (not retained): the API's feed re-sends every
+                                           revocation in force, then SYNC <bootId>
     plantnotify/sessions/{userId}          retained SessionSnapshot (live connections of a user)
     plantnotify/broker/persistent-sessions PersistentSessionOpened: a user's CONNECT without a
                                            clean start (QoS 1, never retained; the API caps
@@ -36,6 +39,8 @@ BROKER_STATS_TOPIC = f"{SERVICE_PREFIX}/broker/stats"
 BROKER_PERSISTENT_SESSIONS_TOPIC = f"{SERVICE_PREFIX}/broker/persistent-sessions"
 # Revocation lines from the API's feed to the plugin (api/revocation_feed.py).
 BROKER_REVOCATIONS_TOPIC = "$CONTROL/plantnotify/revocations"
+# An auth callout (NATS engine) asking the feed for every revocation in force.
+BROKER_REVOCATIONS_RESYNC_TOPIC = f"{SERVICE_PREFIX}/broker/revocations/resync"
 SESSIONS = "sessions"
 ALL_SESSIONS_FILTER = f"{SERVICE_PREFIX}/{SESSIONS}/+"
 BRIDGES = "bridges"

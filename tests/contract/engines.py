@@ -44,8 +44,23 @@ class EngineUnderTest:
         ports = self.ws_ports if transport == "websockets" else self.tcp_ports
         return ports[node % len(ports)]
 
-    def token(self, user: str, ttl: int = 300, service: bool = False) -> str:
-        return mint_mqtt_token(self.settings.mqtt_signer, user, ttl, service=service)
+    def token(
+        self,
+        user: str,
+        ttl: int = 300,
+        service: bool = False,
+        *,
+        session_id: str | None = None,
+        issued_at: int | None = None,
+    ) -> str:
+        return mint_mqtt_token(
+            self.settings.mqtt_signer,
+            user,
+            ttl,
+            service=service,
+            session_id=session_id,
+            now=issued_at,
+        )
 
     def connect(
         self,

@@ -34,6 +34,7 @@ CALLOUT_ENV = (
     "mqtt_issuer",
     "mqtt_leeway_seconds",
     "mqtt_max_connections_per_user",
+    "mqtt_revocation_sync_seconds",
     "log_format",
 )
 

@@ -6,7 +6,8 @@ routes to its peers differ, so the files are ready for three machines
 
 Accounts:
     APP   every MQTT client (devices and our services), with JetStream (MQTT sessions, retained
-          messages); users land here only through the auth callout
+          messages); users land here only through the auth callout, except the callouts' own
+          ``feed`` user (revocation lines only)
     AUTH  the auth-callout service's own account
     SYS   the system account: presence events (``$SYS.ACCOUNT.APP.CONNECT``) and CONNZ
 
@@ -22,6 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from plantnotify.broker.engines.nats.keys import NatsKeys
+from plantnotify.contracts.topics import (
+    BROKER_REVOCATIONS_RESYNC_TOPIC,
+    BROKER_REVOCATIONS_TOPIC,
+)
 from plantnotify.settings import Settings
 
 APP_ACCOUNT = "APP"
@@ -95,6 +100,11 @@ class ClusterLayout:
         return self.data_dir / f"{node.name}.conf"
 
 
+def subject(topic: str) -> str:
+    """The NATS subject an MQTT topic is carried on (levels ``/`` become tokens ``.``)."""
+    return topic.replace("/", ".")
+
+
 def _q(value: str) -> str:
     """A NATS config string: JSON quoting is valid there and escapes everything."""
     return json.dumps(value)
@@ -141,7 +151,16 @@ websocket {{
 }}
 
 accounts {{
-  {APP_ACCOUNT}: {{ jetstream: enabled }}
+  {APP_ACCOUNT}: {{
+    jetstream: enabled
+    users: [
+      # the auth callouts' view of the API's revocation feed; nothing else
+      {{ nkey: {_q(keys.feed.public)}, permissions: {{
+          publish: {{ allow: [{_q(subject(BROKER_REVOCATIONS_RESYNC_TOPIC))}] }}
+          subscribe: {{ allow: [{_q(subject(BROKER_REVOCATIONS_TOPIC))}, {_q(subject(BROKER_REVOCATIONS_RESYNC_TOPIC))}] }}
+      }} }}
+    ]
+  }}
   {AUTH_ACCOUNT}: {{ users: [ {{ nkey: {_q(keys.callout.public)} }} ] }}
   {SYSTEM_ACCOUNT}: {{ users: [ {{ nkey: {_q(keys.system.public)} }} ] }}
 }}
@@ -152,7 +171,7 @@ authorization {{
   auth_callout {{
     issuer: {_q(keys.issuer.public)}
     account: {AUTH_ACCOUNT}
-    auth_users: [ {_q(keys.callout.public)}, {_q(keys.system.public)} ]
+    auth_users: [ {_q(keys.callout.public)}, {_q(keys.system.public)}, {_q(keys.feed.public)} ]
   }}
 }}
 """

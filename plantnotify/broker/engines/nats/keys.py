@@ -1,11 +1,14 @@
 """The nkeys of the NATS engine, derived from JWT_SECRET (nothing new to configure or store).
 
-Three key pairs, each from HMAC-SHA256(JWT_SECRET, purpose):
+Four key pairs, each from HMAC-SHA256(JWT_SECRET, purpose):
 
 * ``issuer``   an account key: the auth callout signs its answers (and the user JWTs) with it;
                the nodes' configuration holds its public key only;
 * ``callout``  the user the auth-callout service connects as (bypasses the callout);
-* ``system``   a user of the system account: presence events and CONNZ snapshots.
+* ``system``   a user of the system account: presence events and CONNZ snapshots;
+* ``feed``     a user of the APP account for the auth callout: the API's revocation lines
+               (``$CONTROL.plantnotify.revocations``) and its requests for them (bypasses the
+               callout; may do nothing else).
 
 Node configurations contain public keys only, so a node needs no secret at all; the auth
 callout and the services that read presence derive the seeds from the same JWT_SECRET.
@@ -49,6 +52,7 @@ class NatsKeys:
     issuer: NatsKey
     callout: NatsKey
     system: NatsKey
+    feed: NatsKey
 
     @classmethod
     def derive(cls, secret: str) -> NatsKeys:
@@ -56,4 +60,5 @@ class NatsKeys:
             issuer=NatsKey(_seed(secret, "callout-issuer", nkeys.PREFIX_BYTE_ACCOUNT)),
             callout=NatsKey(_seed(secret, "callout-user", nkeys.PREFIX_BYTE_USER)),
             system=NatsKey(_seed(secret, "system-user", nkeys.PREFIX_BYTE_USER)),
+            feed=NatsKey(_seed(secret, "revocations-user", nkeys.PREFIX_BYTE_USER)),
         )

@@ -52,6 +52,14 @@ class Ledger:
             out.append(conn)
         return out
 
+    def live_keys(self, user: str) -> list[tuple[ConnKey, Conn]]:
+        """The live connections of ``user`` with their keys (to close them)."""
+        self.live(user)  # drops expired grants
+        return [(key, self._conns[key]) for key in self._by_user.get(user, ())]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._conns
+
     def count_other(self, user: str, client_id: str) -> int:
         """Live connections of ``user`` other than ``client_id`` (a take-over replaces it)."""
         return sum(1 for c in self.live(user) if c.client_id != client_id)
