@@ -12,7 +12,10 @@ Each returns True when something fell due, so that the loop settles it at once.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
@@ -23,8 +26,8 @@ from bridge.decision import first_due
 from bridge.store import EventRef, NewDecision, ReceiptResult, Store
 from plantnotify.contracts.events import (
     PUSHABLE_EVENTS,
+    EventType,
     InvalidPayload,
-    parse_event,
     parse_receipt,
 )
 from plantnotify.contracts.ids import is_valid_client_id
@@ -34,6 +37,12 @@ from plantnotify.tracing import resume, span
 log = logging.getLogger("plantnotify.bridge")
 
 SWEEP_BATCH = 1000  # events taken in per sweep query (a backlog is swept pass after pass)
+SWEEP_MARGIN = timedelta(seconds=10)  # an incremental sweep re-reads this much of the last one
+FULL_SWEEP_SECONDS = 60.0  # how often a sweep walks the whole look-back window
+ARRIVALS_BATCH = 2000  # MQTT arrivals checked and inserted per statement
+# Cheap pre-filter on the raw payload: only terminal events are parsed at all.
+_COMPLETED = f'"{EventType.COMPLETED}"'.encode()
+_FAILED = f'"{EventType.FAILED}"'.encode()
 
 
 class Intake:
@@ -49,37 +58,53 @@ class Intake:
         self._live = live
         self.grace = grace
         self.lookback = lookback
-        self._arrivals: list[tuple[str, str, str]] = []  # (eventId, userId, analysisId)
+        # (eventId, userId, analysisId): appended on the MQTT thread, taken on the loop's.
+        self._arrivals: deque[tuple[str, str, str]] = deque()
+        self._swept_until: datetime | None = None  # a complete sweep saw everything up to here
+        self._next_full_sweep = 0.0
 
     # --- events -------------------------------------------------------------------------------
 
-    def event(self, user_id: str, analysis_id: str, msg: Message) -> None:
+    def event(self, user_id: str, analysis_id: str, msg: Message) -> bool:
         """An event published on ``users/{user_id}/analyses/{analysis_id}``: kept for
-        :meth:`take_in_arrivals` when it is a new, well-formed terminal event."""
+        :meth:`take_in_arrivals` when it is a new, well-formed terminal event (True).
+
+        Called on the MQTT client's thread, for every event of every user: it only reads the
+        few fields it needs (no model validation; the database row, checked in
+        :meth:`take_in_arrivals`, is the truth) and hands them over."""
         if msg.retain:
-            return  # a replay on (re)subscribe, not a new publication; the sweep covers gaps
+            return False  # a replay on (re)subscribe, not a new publication; the sweep covers gaps
+        payload = msg.payload
+        if _COMPLETED not in payload and _FAILED not in payload:
+            return False  # progress events never cause a push
         try:
-            event = parse_event(msg.payload)
-        except InvalidPayload as exc:
-            log.warning("event ignored: %s", exc, extra={"user_id": user_id})
-            return
-        if event.event not in PUSHABLE_EVENTS:
-            return  # progress events never cause a push
-        if event.user_id != user_id or event.analysis_id != analysis_id:
+            body = json.loads(payload)
+            event_id, event_type = body["eventId"], body["event"]
+            same = body["userId"] == user_id and body["analysisId"] == analysis_id
+        except (ValueError, TypeError, KeyError):
+            log.warning("event ignored: not a well-formed event", extra={"user_id": user_id})
+            return False
+        if event_type not in PUSHABLE_EVENTS or not isinstance(event_id, str) or not event_id:
+            return False
+        if not same:
             log.warning("event on a topic that does not match its body ignored")
-            return
-        self._arrivals.append((event.event_id, user_id, analysis_id))
+            return False
+        self._arrivals.append((event_id, user_id, analysis_id))
+        return True
 
     def forget_arrivals(self) -> None:
         """After a database error: the sweep finds them again from the events table."""
         self._arrivals.clear()
 
-    def take_in_arrivals(self, now: datetime) -> bool:
+    def take_in_arrivals(self, now: datetime) -> datetime | None:
         """The events that arrived over MQTT since the last call, checked against the database
-        (the worker commits the row before it publishes): one query and one insert per batch."""
-        if not self._arrivals:
-            return False
-        arrivals, self._arrivals = self._arrivals, []
+        (the worker commits the row before it publishes): one query and one insert per batch.
+        Returns when the earliest of them falls due (None: nothing new)."""
+        arrivals: list[tuple[str, str, str]] = []
+        while self._arrivals and len(arrivals) < ARRIVALS_BATCH:
+            arrivals.append(self._arrivals.popleft())
+        if not arrivals:
+            return None
         refs = self.store.events([eid for eid, _, _ in arrivals])
         good = []
         for eid, uid, aid in arrivals:
@@ -90,13 +115,34 @@ class Intake:
                 good.append(ref)
         return self._take_in(good, now)
 
-    def sweep(self, now: datetime, limit: int = SWEEP_BATCH) -> tuple[bool, bool]:
-        """Terminal events published but not taken in (this bridge was away, or MQTT missed
-        them). Returns (something new, a full batch: a backlog, sweep again at once)."""
-        refs = self.store.unseen_published(now - self.lookback, limit=limit)
-        return self._take_in(refs, now), len(refs) >= limit
+    @property
+    def arrivals_waiting(self) -> bool:
+        return bool(self._arrivals)
 
-    def _take_in(self, refs: Sequence[EventRef], now: datetime) -> bool:
+    def sweep(self, now: datetime, limit: int = SWEEP_BATCH) -> tuple[datetime | None, bool]:
+        """Terminal events published but not taken in (this bridge was away, or MQTT missed
+        them). Returns (when the earliest new one falls due, a full batch: a backlog, sweep
+        again at once).
+
+        Most sweeps look back only ``SWEEP_MARGIN`` before the previous complete one: walking
+        the whole look-back window (every event of the last hour, nearly all of them taken in
+        long ago) twice a second is what made the bridge fall behind under load. Every
+        ``FULL_SWEEP_SECONDS`` (and at start) a sweep covers the whole window, for anything
+        that became visible later than the margin allows."""
+        mono = time.monotonic()
+        full = self._swept_until is None or mono >= self._next_full_sweep
+        since = now - self.lookback
+        if not full and self._swept_until is not None:
+            since = max(since, self._swept_until - SWEEP_MARGIN)
+        refs = self.store.unseen_published(since, limit=limit)
+        backlog = len(refs) >= limit
+        if not backlog:
+            self._swept_until = now  # everything published up to now was seen
+            if full:
+                self._next_full_sweep = mono + FULL_SWEEP_SECONDS
+        return self._take_in(refs, now), backlog
+
+    def _take_in(self, refs: Sequence[EventRef], now: datetime) -> datetime | None:
         rows = []
         for ref in refs:
             published = min(now, ref.published_at) if ref.published_at is not None else now
@@ -107,18 +153,22 @@ class Intake:
                 NewDecision(ref, published, live, first_due(published, now, self.grace, live))
             )
         created = self.store.create_decisions(rows)
+        earliest: datetime | None = None
         for r in rows:
             if r.ref.event_id in created:
-                log.debug(
-                    "event taken in",
-                    extra={
-                        "event_id": r.ref.event_id,
-                        "user_id": r.ref.user_id,
-                        "live": r.live_at_publish,
-                        "wait_s": round((r.due_at - now).total_seconds(), 3),
-                    },
-                )
-        return bool(created)
+                if earliest is None or r.due_at < earliest:
+                    earliest = r.due_at
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "event taken in",
+                        extra={
+                            "event_id": r.ref.event_id,
+                            "user_id": r.ref.user_id,
+                            "live": r.live_at_publish,
+                            "wait_s": round((r.due_at - now).total_seconds(), 3),
+                        },
+                    )
+        return earliest
 
     # --- receipts -----------------------------------------------------------------------------
 

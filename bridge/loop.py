@@ -1,9 +1,13 @@
 """The scheduling loop: the one thread that owns the session picture and does all deciding.
 
-Each wake-up takes a batch of MQTT messages and connection changes from the inbox and routes
-them (presence, receipts, events), then takes in the batch's events, sweeps the ``events`` table
-now and then, and settles the decisions that fell due: :func:`bridge.decision.decide` runs there,
-once per due decision. Deliveries it creates wake the senders.
+Events (thousands a second, most of them online users') do not go through the inbox: the MQTT
+thread reads the few fields it needs and queues them in the intake (:meth:`Loop.message`),
+waking the loop once per batch, not once per event. Each wake-up takes a batch of other
+messages and connection changes from the inbox and routes them (presence, receipts), then takes
+in the queued events in one query and one insert, sweeps the ``events`` table now and then, and
+settles the decisions that fell due: :func:`bridge.decision.decide` runs there, once per
+decision, when it is due (an online user's event is not looked at again before its grace period
+ends, a receipt arrives or the user goes offline). Deliveries it creates wake the senders.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ class Item:
     state: ConnectionState | None = None
 
 
+WAKE = Item("wake")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -68,12 +75,27 @@ class Loop:
         self._dirty = True  # something may have fallen due: settle at once
         self._next_check = 0.0
         self._next_sweep = 0.0
+        self._next_due_query = 0.0
         self._synced_once = False
         self._hold_until = 0.0
+        # Set by the MQTT thread when it woke the loop for queued events; cleared by the loop
+        # before it takes them, so an event queued after that always wakes it again.
+        self._events_woken = False
 
     def put(self, item: Item) -> None:
         """Any thread: hand a message, a connection change or a wake-up to the loop."""
         self.inbox.put(item)
+
+    def message(self, msg: Message) -> None:
+        """The MQTT thread: an event is queued in the intake right here (the loop is woken only
+        if it may be asleep); anything else goes to the inbox."""
+        ref = parse_topic(msg.topic)
+        if ref is None or ref.kind != "analysis":
+            self.inbox.put(Item("msg", message=msg))
+            return
+        if self.intake.event(ref.user_id, ref.analysis_id or "", msg) and not self._events_woken:
+            self._events_woken = True
+            self.inbox.put(WAKE)
 
     def run(self) -> None:
         self._hold_until = time.monotonic() + STARTUP_HOLD_SECONDS
@@ -93,25 +115,40 @@ class Loop:
             if self._stop.is_set():
                 break
             try:
-                if self.intake.take_in_arrivals(utcnow()):
-                    self._dirty = True
+                self._events_woken = False
+                due = self.intake.take_in_arrivals(utcnow())
+                self._due(due)
+                if self.intake.arrivals_waiting:
+                    self.inbox.put(WAKE)  # more than one batch queued: go round again at once
                 if self.presence.sync_step():
                     self._in_sync()
                 mono = time.monotonic()
-                if mono >= self._next_sweep:
-                    self._next_sweep = mono + self.poll
-                    created, backlog = self.intake.sweep(utcnow())
-                    self._dirty = self._dirty or created
-                    if backlog:  # sweep again on the next pass, not after a poll
-                        self._next_sweep = time.monotonic()
                 if self._dirty or mono >= self._next_check:
                     self._dirty = False
                     self._tick()
+                # After settling: a fresh offline user's event never waits behind a sweep.
+                if mono >= self._next_sweep:
+                    self._next_sweep = mono + self.poll
+                    due, backlog = self.intake.sweep(utcnow())
+                    self._due(due)
+                    if backlog:  # sweep again on the next pass, not after a poll
+                        self._next_sweep = time.monotonic()
             except DBAPIError as exc:
                 log.error("database error in the bridge loop; retrying in 1 s: %s", exc.orig)
                 self.intake.forget_arrivals()
                 self._next_check = time.monotonic() + 1.0
                 self._stop.wait(1.0)
+
+    def _due(self, due: datetime | None) -> None:
+        """Decisions were taken in; the earliest falls due at ``due``: settle now if it is
+        due, else make sure the loop looks again by then."""
+        if due is None:
+            return
+        wait = (due - utcnow()).total_seconds()
+        if wait <= 0:
+            self._dirty = True
+        else:
+            self._next_check = min(self._next_check, time.monotonic() + wait)
 
     def _wait_time(self) -> float:
         if self._dirty:
@@ -153,7 +190,7 @@ class Loop:
             if self.intake.receipt(ref.user_id, msg.payload, utcnow()):
                 self._dirty = True
         elif ref.kind == "analysis":
-            self.intake.event(ref.user_id, ref.analysis_id or "", msg)
+            self.intake.event(ref.user_id, ref.analysis_id or "", msg)  # taken in this pass
 
     def _in_sync(self) -> None:
         self.intake.in_sync(utcnow())
@@ -167,6 +204,13 @@ class Loop:
         now = utcnow()
         if (self._synced_once or time.monotonic() >= self._hold_until) and self._settle(now):
             self.senders.wake()  # new deliveries: do not wait for the next query
+        mono = time.monotonic()
+        if mono < self._next_due_query:
+            # Settled what was due; the earliest pending time was read less than a poll ago
+            # (one query fewer on the path of every offline user's event).
+            self._next_check = mono + self.poll
+            return
+        self._next_due_query = mono + self.poll
         nxt = self.store.next_due()
         if nxt is not None and nxt <= utcnow():
             self.senders.wake()  # new deliveries, or a retry that fell due

@@ -11,7 +11,7 @@ Where each concept lives:
 * :mod:`bridge.loop`: the scheduling loop, the one thread that decides.
 
 Threads: the MQTT client thread (plantnotify.mqtt) only hands messages and state changes to the
-loop's inbox; the loop thread (:meth:`Bridge.run`) owns the session picture and does all
+loop (events straight into the intake's queue, the rest to the inbox); the loop thread (:meth:`Bridge.run`) owns the session picture and does all
 deciding; ``FCM_CONCURRENCY`` sender threads each lease due deliveries. Everything a restart
 needs is in PostgreSQL, so a restart in the middle of a grace period ends in exactly one push or
 none.
@@ -136,7 +136,7 @@ class Bridge:
                 # New publications are what the bridge follows; the sweep covers any gap.
                 no_retained_replay=frozenset({ALL_ANALYSES_FILTER}),
             ),
-            on_message=lambda m: self.loop.put(Item("msg", message=m)),
+            on_message=lambda m: self.loop.message(m),
             on_state=lambda s: self.loop.put(Item("state", state=s)),
         )
         self.presence: PresenceSource = (

@@ -507,3 +507,22 @@ def test_a_push_whose_sender_died_mid_send_is_retried_and_recorded_as_unknown(
     assert (row.status, row.attempts) == ("sent", 2)
     assert [a.outcome for a in world.attempts(row.id)] == ["unknown", "sent"]
     assert len(fcm_emulator.deliveries(token)) == 1
+
+
+def test_an_event_mqtt_never_delivered_is_found_by_an_incremental_sweep(
+    make_bridge: BridgeFactory, world: World, fcm_emulator: FcmEmulator
+) -> None:
+    """Sweeps after the first complete one look back only a margin (not the whole look-back
+    window): an event that became published after them, and that the bridge never saw on MQTT,
+    is still taken in and pushed."""
+    bridge = make_bridge(fallback_grace_seconds=60)
+    time.sleep(1.0)  # several sweeps, the later ones incremental
+    assert bridge.intake._swept_until is not None
+    user = new_user()
+    token = world.add_device(user)
+    event = world.event(user)
+    world.store(event, published=True)  # in the events table only: no MQTT publication
+
+    d = world.final_decision(event.event_id, timeout=10)
+    assert (d.state, d.reason) == ("pushed", Reason.OFFLINE_AT_PUBLISH)
+    wait_for(lambda: fcm_emulator.deliveries(token), what="the push")
