@@ -24,12 +24,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from api import audit
+from api import audit, store
 from api.tokens import Principal
-from plantnotify.db.models import AuthSession, RefreshToken, Revocation
+from plantnotify.db.models import AuthSession
 from plantnotify.settings import Settings
 
 REFRESH_TOKEN_BYTES = 32
@@ -64,7 +63,7 @@ def hash_token(token: str) -> str:
 def _new_refresh(db: Session, session_id: str) -> tuple[str, str]:
     token = secrets.token_urlsafe(REFRESH_TOKEN_BYTES)
     digest = hash_token(token)
-    db.add(RefreshToken(token_hash=digest, session_id=session_id))
+    store.add_refresh_token(db, digest, session_id)
     return token, digest
 
 
@@ -73,15 +72,13 @@ def start_session(
 ) -> Issued:
     """A new login session with its first refresh token (the caller commits)."""
     sid = uuid.uuid4().hex
-    db.add(
-        AuthSession(
-            id=sid,
-            user_id=user_id,
-            expires_at=_now() + timedelta(seconds=settings.refresh_token_ttl_seconds),
-            user_agent=(user_agent or None) and user_agent[:200],
-        )
+    store.add_auth_session(
+        db,
+        sid,
+        user_id,
+        expires_at=_now() + timedelta(seconds=settings.refresh_token_ttl_seconds),
+        user_agent=(user_agent or None) and user_agent[:200],
     )
-    db.flush()  # the session row before its token (foreign key)
     token, _ = _new_refresh(db, sid)
     return Issued(session_id=sid, user_id=user_id, refresh_token=token)
 
@@ -91,15 +88,15 @@ def rotate(db: Session, token: str, settings: Settings, *, ip: str | None = None
     is revoked in ``db`` and the caller must still commit."""
     if not token or len(token) > 256:
         raise RefreshRefused("malformed")
-    row = db.get(RefreshToken, hash_token(token), with_for_update=True)
+    row = store.refresh_token(db, hash_token(token), for_update=True)
     if row is None:
         raise RefreshRefused("unknown")
-    auth = db.get(AuthSession, row.session_id, with_for_update=True)
+    auth = store.auth_session(db, row.session_id, for_update=True)
     now = _now()
     if auth is None or auth.revoked_at is not None or auth.expires_at <= now:
         raise RefreshRefused("session ended")
     if row.spent_at is not None:
-        successor = db.get(RefreshToken, row.replaced_by) if row.replaced_by else None
+        successor = store.refresh_token(db, row.replaced_by) if row.replaced_by else None
         within_grace = (now - row.spent_at).total_seconds() <= settings.refresh_reuse_grace_seconds
         if not (within_grace and successor is not None and successor.spent_at is None):
             revoke_session(db, auth, "refresh_reuse", settings)
@@ -117,8 +114,8 @@ def rotate(db: Session, token: str, settings: Settings, *, ip: str | None = None
 def session_of_refresh(db: Session, token: str) -> AuthSession | None:
     if not token or len(token) > 256:
         return None
-    row = db.get(RefreshToken, hash_token(token))
-    return db.get(AuthSession, row.session_id) if row is not None else None
+    row = store.refresh_token(db, hash_token(token))
+    return store.auth_session(db, row.session_id) if row is not None else None
 
 
 def _broker_expiry(settings: Settings, now: datetime) -> datetime:
@@ -133,14 +130,9 @@ def revoke_session(db: Session, auth: AuthSession, reason: str, settings: Settin
     now = _now()
     auth.revoked_at = now
     auth.revoked_reason = reason
-    db.execute(delete(RefreshToken).where(RefreshToken.session_id == auth.id))
-    db.add(
-        Revocation(
-            user_id=auth.user_id,
-            session_id=auth.id,
-            reason=reason,
-            expires_at=_broker_expiry(settings, now),
-        )
+    store.drop_refresh_tokens(db, [auth.id])
+    store.add_revocation(
+        db, auth.user_id, reason, _broker_expiry(settings, now), session_id=auth.id
     )
     return True
 
@@ -152,30 +144,18 @@ def revoke_user(
     (account deletion, tokens of an external identity provider, which carry no session).
     Returns the number of sessions ended."""
     now = _now()
-    sids = list(
-        db.scalars(
-            update(AuthSession)
-            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
-            .values(revoked_at=now, revoked_reason=reason)
-            .returning(AuthSession.id)
-        )
-    )
+    sids = store.end_user_sessions(db, user_id, reason, now)
     if sids:
-        db.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(sids)))
+        store.drop_refresh_tokens(db, sids)
     expiry = _broker_expiry(settings, now)
     for sid in sids:
-        db.add(Revocation(user_id=user_id, session_id=sid, reason=reason, expires_at=expiry))
+        store.add_revocation(db, user_id, reason, expiry, session_id=sid)
     if whole_user:
         # Whole seconds (JWT iat): a token issued earlier in this second is refused too.
         not_before = datetime.fromtimestamp(math.ceil(now.timestamp()), UTC)
         keep = max(settings.refresh_token_ttl_seconds, settings.mqtt_token_ttl_seconds)
-        db.add(
-            Revocation(
-                user_id=user_id,
-                not_before=not_before,
-                reason=reason,
-                expires_at=expiry + timedelta(seconds=keep),
-            )
+        store.add_revocation(
+            db, user_id, reason, expiry + timedelta(seconds=keep), not_before=not_before
         )
     return len(sids)
 
@@ -183,21 +163,8 @@ def revoke_user(
 def is_active(db: Session, principal: Principal) -> bool:
     """Whether this access token's session (local) or user (external) is not revoked."""
     if principal.source == "local":
-        found = db.scalar(
-            select(AuthSession.id).where(
-                AuthSession.id == principal.session_id,
-                AuthSession.user_id == principal.user_id,
-                AuthSession.revoked_at.is_(None),
-            )
-        )
-        return found is not None
-    not_before = db.scalar(
-        select(func.max(Revocation.not_before)).where(
-            Revocation.user_id == principal.user_id,
-            Revocation.session_id.is_(None),
-            Revocation.expires_at > func.now(),
-        )
-    )
+        return store.session_open(db, principal.session_id, principal.user_id)
+    not_before = store.user_not_before(db, principal.user_id)
     if not_before is None:
         return True
     return principal.issued_at is not None and principal.issued_at >= not_before.timestamp()
@@ -206,10 +173,4 @@ def is_active(db: Session, principal: Principal) -> bool:
 def purge_expired(db: Session) -> None:
     """Forget what no token can need any more (ended sessions, expired revocations)."""
     now = _now()
-    db.execute(delete(Revocation).where(Revocation.expires_at <= now))
-    db.execute(
-        delete(AuthSession).where(
-            (AuthSession.expires_at <= now)
-            | (AuthSession.revoked_at < now - timedelta(seconds=86400))
-        )
-    )
+    store.purge_auth_records(db, now, revoked_before=now - timedelta(seconds=86400))

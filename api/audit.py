@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from plantnotify.db.models import AuditEntry
+from api import store
 
 LOGIN = "login"
 LOGIN_FAILED = "login_failed"
@@ -34,4 +34,4 @@ def record(
     ip: str | None = None,
     **detail: Any,
 ) -> None:
-    db.add(AuditEntry(event=event, user_id=user_id, ip=ip, detail=detail or None))
+    store.add_audit_entry(db, event, user_id, ip, detail or None)

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from fastapi import HTTPException, status
-from sqlalchemy import case, delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from plantnotify.db.models import RateLimitBucket
+from api import store
 from plantnotify.settings import Settings
 
 MAX_LOCKOUT_SECONDS = 3600
@@ -58,40 +57,13 @@ def limits(settings: Settings) -> dict[str, Limit]:
     }
 
 
-_HIT = text(
-    """
-    INSERT INTO rate_limits (key, count, reset_at, strikes)
-    VALUES (:key, 1, now() + make_interval(secs => :window), 0)
-    ON CONFLICT (key) DO UPDATE SET
-        count = CASE WHEN rate_limits.reset_at <= now() THEN 1 ELSE rate_limits.count + 1 END,
-        reset_at = CASE WHEN rate_limits.reset_at <= now()
-                        THEN now() + make_interval(secs => :window)
-                        ELSE rate_limits.reset_at END
-    RETURNING count AS hits, reset_at, blocked_until, strikes, now() AS now
-    """
-)
-
-_BLOCK = text(
-    """
-    UPDATE rate_limits SET blocked_until = now() + make_interval(secs => :seconds),
-                           strikes = strikes + 1,
-                           reset_at = GREATEST(reset_at, now() + make_interval(secs => :seconds))
-    WHERE key = :key
-    """
-)
-
-
 def _key(limit: Limit, subject: str) -> str:
     return f"{limit.name}:{subject}"[:200]
 
 
 def blocked_for(db: Session, limit: Limit, subject: str) -> float | None:
     """Seconds the subject is still locked out of ``limit`` (without counting a hit)."""
-    row = db.execute(
-        select(
-            RateLimitBucket.blocked_until, RateLimitBucket.count, RateLimitBucket.reset_at
-        ).where(RateLimitBucket.key == _key(limit, subject))
-    ).first()
+    row = store.rate_limit_state(db, _key(limit, subject))
     if row is None:
         return None
     blocked_until, hits, reset_at = row
@@ -107,14 +79,14 @@ def hit(db: Session, limit: Limit, subject: str) -> float | None:
     """Counts one hit; returns the seconds to wait when the limit is exceeded (else None).
     The caller commits."""
     key = _key(limit, subject)
-    row = db.execute(_HIT, {"key": key, "window": limit.window}).one()
+    row = store.rate_limit_hit(db, key, limit.window)
     if row.blocked_until is not None and row.blocked_until > row.now:
         return float((row.blocked_until - row.now).total_seconds())
     if limit.lockout:
         if row.hits < limit.max_hits:
             return None
         seconds = min(MAX_LOCKOUT_SECONDS, limit.lockout * 2 ** min(row.strikes, 12))
-        db.execute(_BLOCK, {"key": key, "seconds": seconds})
+        store.rate_limit_block(db, key, seconds)
         return float(seconds)
     if row.hits <= limit.max_hits:
         return None
@@ -122,7 +94,7 @@ def hit(db: Session, limit: Limit, subject: str) -> float | None:
 
 
 def reset(db: Session, limit: Limit, subject: str) -> None:
-    db.execute(delete(RateLimitBucket).where(RateLimitBucket.key == _key(limit, subject)))
+    store.rate_limit_clear(db, _key(limit, subject))
 
 
 def check(
@@ -160,16 +132,5 @@ def _human(seconds: int) -> str:
 
 
 def purge(db: Session) -> int:
-    """Deletes windows that ended and lockouts that expired."""
-    # A key that was locked out keeps its strike count for a day, so waiting out one lockout
-    # does not reset the doubling.
-    result = db.execute(
-        delete(RateLimitBucket).where(
-            RateLimitBucket.reset_at
-            < func.now()
-            - case((RateLimitBucket.strikes > 0, timedelta(days=1)), else_=timedelta(seconds=60)),
-            (RateLimitBucket.blocked_until.is_(None))
-            | (RateLimitBucket.blocked_until < func.now()),
-        )
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+    """Deletes windows that ended and lockouts that expired (strikes are kept for a day)."""
+    return store.purge_rate_limits(db)

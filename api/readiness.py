@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 from urllib.parse import urlsplit
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
+from api import store
 from plantnotify.settings import Settings
 
 CHECK_TIMEOUT_SECONDS = 2.0
@@ -31,8 +32,7 @@ async def _tcp(host: str, port: int) -> str:
 
 def _select_one(engine: Engine) -> str:
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
+        store.ping(engine)
     except Exception as exc:  # any driver error means "not ready"; the reason is logged by caller
         return f"query failed ({type(exc).__name__})"
     return OK

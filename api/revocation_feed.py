@@ -36,12 +36,12 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api import store
 from plantnotify.contracts import topics
 from plantnotify.contracts.events import BrokerBoot
-from plantnotify.db.models import RetainedClear, Revocation
+from plantnotify.db.models import Revocation
 from plantnotify.logs import get_logger
 from plantnotify.mqtt import Message, MqttClient, MqttError
 from plantnotify.service_mqtt import service_connect_options
@@ -156,24 +156,10 @@ class RevocationFeed:
             self._full_sync(boot)
             return
         now = datetime.now(UTC)
+        since = now - timedelta(seconds=RECENT_WINDOW_SECONDS)
         with self._sessions() as db:
-            rows = list(
-                db.scalars(
-                    select(Revocation)
-                    .where(
-                        Revocation.created_at >= now - timedelta(seconds=RECENT_WINDOW_SECONDS),
-                        Revocation.expires_at > now,
-                    )
-                    .order_by(Revocation.seq)
-                )
-            )
-            clears = list(
-                db.scalars(
-                    select(RetainedClear.topic).where(
-                        RetainedClear.created_at >= now - timedelta(seconds=RECENT_WINDOW_SECONDS)
-                    )
-                )
-            )
+            rows = store.revocations_since(db, since, now)
+            clears = store.retained_clears_since(db, since)
         fresh = [r for r in rows if r.seq not in self._sent]
         if fresh:
             self._publish(revocation_line(r) for r in fresh)
@@ -208,17 +194,8 @@ class RevocationFeed:
     def _full_sync(self, boot: str) -> None:
         now = datetime.now(UTC)
         with self._sessions() as db:
-            rows = list(
-                db.scalars(
-                    select(Revocation)
-                    .where(Revocation.expires_at > now)
-                    .order_by(Revocation.seq)
-                    .execution_options(yield_per=1000)
-                )
-            )
-            clears = list(
-                db.scalars(select(RetainedClear.topic).where(RetainedClear.expires_at > now))
-            )
+            rows = store.revocations_in_force(db, now)
+            clears = store.retained_clears_in_force(db, now)
         self._publish([*(revocation_line(r) for r in rows), f"SYNC {boot}"])
         self._clear(clears)
         mark = time.monotonic()

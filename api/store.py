@@ -10,14 +10,35 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, delete, func, select, tuple_, update
+from sqlalchemy import ColumnElement, Engine, Row, case, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from plantnotify.contracts.events import AnalysisStatus
-from plantnotify.db.models import Analysis, AnalysisImage, Device, EventRow
+from plantnotify.db.models import (
+    Analysis,
+    AnalysisImage,
+    AuditEntry,
+    AuthSession,
+    Device,
+    EventRow,
+    RateLimitBucket,
+    RefreshToken,
+    RetainedClear,
+    Revocation,
+    TraceStep,
+    User,
+)
 
 _PROCESSING = AnalysisStatus.PROCESSING.value
+
+
+def ping(engine: Engine) -> None:
+    """One round trip to PostgreSQL (readiness); raises the driver's error if there is none."""
+    with engine.connect() as conn:
+        conn.execute(select(1))
+
 
 # --- uploads and their jobs -----------------------------------------------------------------
 
@@ -222,3 +243,318 @@ def events_page(
             )
         )
     return rows, has_more
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+class UsernameTaken(Exception):
+    """Another account already has this username (the transaction was rolled back)."""
+
+
+def add_user(session: Session, user_id: str, username: str, password_hash: str) -> User:
+    """A new account, flushed (not committed). Raises UsernameTaken."""
+    user = User(id=user_id, username=username, password_hash=password_hash)
+    session.add(user)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise UsernameTaken(username) from None
+    return user
+
+
+def user_by_username(session: Session, username: str) -> User | None:
+    return session.scalar(select(User).where(User.username == username))
+
+
+def user_by_id(session: Session, user_id: str, *, for_update: bool = False) -> User | None:
+    return session.get(User, user_id, with_for_update=for_update)
+
+
+# --- login sessions, refresh tokens, revocations (policy: api/accounts.py) ------------------
+
+
+def add_auth_session(
+    session: Session, session_id: str, user_id: str, expires_at: datetime, user_agent: str | None
+) -> None:
+    """A new login session, flushed (its refresh tokens refer to it)."""
+    session.add(
+        AuthSession(id=session_id, user_id=user_id, expires_at=expires_at, user_agent=user_agent)
+    )
+    session.flush()
+
+
+def auth_session(
+    session: Session, session_id: str, *, for_update: bool = False
+) -> AuthSession | None:
+    return session.get(AuthSession, session_id, with_for_update=for_update)
+
+
+def add_refresh_token(session: Session, token_hash: str, session_id: str) -> None:
+    session.add(RefreshToken(token_hash=token_hash, session_id=session_id))
+
+
+def refresh_token(
+    session: Session, token_hash: str, *, for_update: bool = False
+) -> RefreshToken | None:
+    return session.get(RefreshToken, token_hash, with_for_update=for_update)
+
+
+def drop_refresh_tokens(session: Session, session_ids: list[str]) -> None:
+    """Forget every refresh token of these login sessions."""
+    session.execute(delete(RefreshToken).where(RefreshToken.session_id.in_(session_ids)))
+
+
+def end_user_sessions(session: Session, user_id: str, reason: str, at: datetime) -> list[str]:
+    """Mark every still-open login session of the user revoked; their ids."""
+    return list(
+        session.scalars(
+            update(AuthSession)
+            .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+            .values(revoked_at=at, revoked_reason=reason)
+            .returning(AuthSession.id)
+        )
+    )
+
+
+def add_revocation(
+    session: Session,
+    user_id: str,
+    reason: str,
+    expires_at: datetime,
+    *,
+    session_id: str | None = None,
+    not_before: datetime | None = None,
+) -> None:
+    """A ``revocations`` row (one session, or every token of the user issued before
+    ``not_before``), which the revocation feed pushes to the broker."""
+    session.add(
+        Revocation(
+            user_id=user_id,
+            session_id=session_id,
+            not_before=not_before,
+            reason=reason,
+            expires_at=expires_at,
+        )
+    )
+
+
+def session_open(session: Session, session_id: str | None, user_id: str) -> bool:
+    """Whether the user's login session exists and is not revoked."""
+    found = session.scalar(
+        select(AuthSession.id).where(
+            AuthSession.id == session_id,
+            AuthSession.user_id == user_id,
+            AuthSession.revoked_at.is_(None),
+        )
+    )
+    return found is not None
+
+
+def user_not_before(session: Session, user_id: str) -> datetime | None:
+    """The latest in-force "every token of this user issued before" time, if any."""
+    return session.scalar(
+        select(func.max(Revocation.not_before)).where(
+            Revocation.user_id == user_id,
+            Revocation.session_id.is_(None),
+            Revocation.expires_at > func.now(),
+        )
+    )
+
+
+def purge_auth_records(session: Session, now: datetime, revoked_before: datetime) -> None:
+    """Delete expired revocations, and login sessions expired or revoked before
+    ``revoked_before``."""
+    session.execute(delete(Revocation).where(Revocation.expires_at <= now))
+    session.execute(
+        delete(AuthSession).where(
+            (AuthSession.expires_at <= now) | (AuthSession.revoked_at < revoked_before)
+        )
+    )
+
+
+def revocations_since(session: Session, since: datetime, now: datetime) -> list[Revocation]:
+    """Revocations created since ``since`` and still in force, oldest first."""
+    return list(
+        session.scalars(
+            select(Revocation)
+            .where(Revocation.created_at >= since, Revocation.expires_at > now)
+            .order_by(Revocation.seq)
+        )
+    )
+
+
+def revocations_in_force(session: Session, now: datetime) -> list[Revocation]:
+    """Every revocation still in force, oldest first."""
+    return list(
+        session.scalars(
+            select(Revocation)
+            .where(Revocation.expires_at > now)
+            .order_by(Revocation.seq)
+            .execution_options(yield_per=1000)
+        )
+    )
+
+
+def retained_clears_since(session: Session, since: datetime) -> list[str]:
+    """Topics of deleted accounts queued for an empty retained publish since ``since``."""
+    return list(
+        session.scalars(select(RetainedClear.topic).where(RetainedClear.created_at >= since))
+    )
+
+
+def retained_clears_in_force(session: Session, now: datetime) -> list[str]:
+    return list(session.scalars(select(RetainedClear.topic).where(RetainedClear.expires_at > now)))
+
+
+# --- the audit log (event names: api/audit.py) ----------------------------------------------
+
+
+def add_audit_entry(
+    session: Session, event: str, user_id: str | None, ip: str | None, detail: dict[str, Any] | None
+) -> None:
+    session.add(AuditEntry(event=event, user_id=user_id, ip=ip, detail=detail))
+
+
+# --- rate limits (policy: api/ratelimit.py) -------------------------------------------------
+
+
+def rate_limit_hit(
+    session: Session, key: str, window_seconds: int
+) -> Row[int, datetime, datetime | None, int, datetime]:
+    """Count one hit on ``key``'s fixed window (a new window once the old one ended), atomically
+    across replicas. The row: ``hits``, ``reset_at``, ``blocked_until``, ``strikes``, ``now``."""
+    now = func.now()
+    window = timedelta(seconds=window_seconds)
+    bucket = RateLimitBucket
+    ended = bucket.reset_at <= now
+    statement = (
+        insert(bucket)
+        .values(key=key, count=1, reset_at=now + window, strikes=0)
+        .on_conflict_do_update(
+            index_elements=[bucket.key],
+            set_={
+                "count": case((ended, 1), else_=bucket.count + 1),
+                "reset_at": case((ended, now + window), else_=bucket.reset_at),
+            },
+        )
+        .returning(
+            bucket.count.label("hits"),
+            bucket.reset_at,
+            bucket.blocked_until,
+            bucket.strikes,
+            now.label("now"),
+        )
+    )
+    return session.execute(statement).one()
+
+
+def rate_limit_block(session: Session, key: str, seconds: int) -> None:
+    """Lock ``key`` out for ``seconds`` (one more strike); its window lasts at least as long."""
+    until = func.now() + timedelta(seconds=seconds)
+    session.execute(
+        update(RateLimitBucket)
+        .where(RateLimitBucket.key == key)
+        .values(
+            blocked_until=until,
+            strikes=RateLimitBucket.strikes + 1,
+            reset_at=func.greatest(RateLimitBucket.reset_at, until),
+        )
+    )
+
+
+def rate_limit_state(session: Session, key: str) -> Row[datetime | None, int, datetime] | None:
+    """``blocked_until``, ``count`` and ``reset_at`` of ``key``'s window, if it has one."""
+    return session.execute(
+        select(
+            RateLimitBucket.blocked_until, RateLimitBucket.count, RateLimitBucket.reset_at
+        ).where(RateLimitBucket.key == key)
+    ).first()
+
+
+def rate_limit_clear(session: Session, key: str) -> None:
+    session.execute(delete(RateLimitBucket).where(RateLimitBucket.key == key))
+
+
+def purge_rate_limits(session: Session) -> int:
+    """Delete windows that ended and lockouts that expired; a key that was locked out keeps its
+    strike count for a day, so waiting out one lockout does not reset the doubling."""
+    result = session.execute(
+        delete(RateLimitBucket).where(
+            RateLimitBucket.reset_at
+            < func.now()
+            - case((RateLimitBucket.strikes > 0, timedelta(days=1)), else_=timedelta(seconds=60)),
+            (RateLimitBucket.blocked_until.is_(None))
+            | (RateLimitBucket.blocked_until < func.now()),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- the account as a whole (DELETE /me, GET /me/export) ------------------------------------
+
+
+def user_analysis_ids(session: Session, user_id: str) -> list[str]:
+    return list(session.scalars(select(Analysis.id).where(Analysis.user_id == user_id)))
+
+
+def add_retained_clears(session: Session, clear_topics: list[str], expires_at: datetime) -> None:
+    """Queue an empty retained publish for each topic (kept until ``expires_at``)."""
+    if not clear_topics:
+        return
+    session.execute(
+        insert(RetainedClear)
+        .values([{"topic": topic, "expires_at": expires_at} for topic in clear_topics])
+        .on_conflict_do_nothing()
+    )
+
+
+def delete_user_content(session: Session, user_id: str) -> tuple[int | None, int | None]:
+    """Delete the user's trace steps, events (with what hangs off them), analyses (with their
+    images) and device tokens; the numbers of events and devices deleted."""
+    session.execute(delete(TraceStep).where(TraceStep.user_id == user_id))
+    events = session.execute(delete(EventRow).where(EventRow.user_id == user_id))
+    session.execute(delete(Analysis).where(Analysis.user_id == user_id))
+    devices = session.execute(delete(Device).where(Device.user_id == user_id))
+    return getattr(events, "rowcount", None), getattr(devices, "rowcount", None)
+
+
+def delete_user(session: Session, user_id: str) -> None:
+    session.execute(delete(User).where(User.id == user_id))
+
+
+def user_analyses(session: Session, user_id: str) -> list[Analysis]:
+    return list(
+        session.scalars(
+            select(Analysis).where(Analysis.user_id == user_id).order_by(Analysis.created_at)
+        )
+    )
+
+
+def user_events(session: Session, user_id: str) -> list[EventRow]:
+    return list(
+        session.scalars(select(EventRow).where(EventRow.user_id == user_id).order_by(EventRow.seq))
+    )
+
+
+def user_devices(session: Session, user_id: str) -> list[Device]:
+    return list(session.scalars(select(Device).where(Device.user_id == user_id)))
+
+
+def user_auth_sessions(session: Session, user_id: str) -> list[AuthSession]:
+    return list(
+        session.scalars(
+            select(AuthSession)
+            .where(AuthSession.user_id == user_id)
+            .order_by(AuthSession.created_at)
+        )
+    )
+
+
+def user_audit_entries(session: Session, user_id: str) -> list[AuditEntry]:
+    return list(
+        session.scalars(
+            select(AuditEntry).where(AuditEntry.user_id == user_id).order_by(AuditEntry.id)
+        )
+    )

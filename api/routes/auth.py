@@ -5,10 +5,8 @@ Login sessions and revocation: ``api/accounts.py``."""
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
-from api import accounts, audit, passwords, ratelimit
+from api import accounts, audit, passwords, ratelimit, store
 from api.deps import Caller, OptionalCaller, SessionDep, StateDep, client_ip
 from api.schemas import (
     ErrorResponse,
@@ -22,7 +20,6 @@ from api.schemas import (
 )
 from api.state import AppState
 from plantnotify.contracts.ids import new_user_id
-from plantnotify.db.models import AuthSession, User
 from plantnotify.logs import get_logger
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -52,20 +49,17 @@ def register(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "The password must not be the username"
         )
-    user = User(
-        id=new_user_id(), username=username, password_hash=passwords.hash_password(body.password)
-    )
-    session.add(user)
     try:
-        session.flush()
-        audit.record(session, audit.REGISTERED, user_id=user.id)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
+        user = store.add_user(
+            session, new_user_id(), username, passwords.hash_password(body.password)
+        )
+    except store.UsernameTaken:
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             "That username is taken; choose another one, or log in if it is yours",
         ) from None
+    audit.record(session, audit.REGISTERED, user_id=user.id)
+    session.commit()
     log.info("user registered", extra={"user_id": user.id})
     return RegisterResponse(user_id=user.id, username=user.username)
 
@@ -108,7 +102,7 @@ def login(
             audit.record(session, audit.LOGIN_LOCKED, user_id=None, ip=ip, username=username)
             session.commit()
             raise ratelimit.too_many(wait)
-    user = session.scalar(select(User).where(User.username == username))
+    user = store.user_by_username(session, username)
     if user is None or not passwords.verify_password(user.password_hash, body.password):
         if user is None:
             passwords.burn_verification_time(body.password)
@@ -201,7 +195,7 @@ def logout(
         )
     changed = False
     for sid in sids:
-        auth = session.get(AuthSession, sid, with_for_update=True)
+        auth = store.auth_session(session, sid, for_update=True)
         if auth is not None and accounts.revoke_session(session, auth, "logout", state.settings):
             audit.record(
                 session, audit.LOGOUT, user_id=auth.user_id, ip=client_ip(request), session=sid
@@ -253,7 +247,7 @@ def change_password(
     session: SessionDep,
     state: StateDep,
 ) -> LoginResponse:
-    user = session.get(User, caller.user_id, with_for_update=True)
+    user = store.user_by_id(session, caller.user_id, for_update=True)
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "This account has no password here")
     if not passwords.verify_password(user.password_hash, body.current_password):

@@ -16,24 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
 
-from api import accounts, audit
+from api import accounts, audit, store
 from api.deps import Caller, SessionDep, StateDep, client_ip
 from api.routes.analyses import to_out
 from api.schemas import ApiModel, ErrorResponse
 from plantnotify.contracts import topics
-from plantnotify.db.models import (
-    Analysis,
-    AuditEntry,
-    AuthSession,
-    Device,
-    EventRow,
-    RetainedClear,
-    TraceStep,
-    User,
-)
 
 router = APIRouter(prefix="/me", tags=["account"])
 
@@ -48,35 +36,25 @@ router = APIRouter(prefix="/me", tags=["account"])
 def delete_me(request: Request, caller: Caller, session: SessionDep, state: StateDep) -> Response:
     uid = caller.user_id
     now = datetime.now(UTC)
-    analysis_ids = list(session.scalars(select(Analysis.id).where(Analysis.user_id == uid)))
-    if analysis_ids:
-        keep = now + timedelta(seconds=state.settings.event_expiry_seconds)
-        session.execute(
-            insert(RetainedClear)
-            .values(
-                [
-                    {"topic": topics.analysis_topic(uid, aid), "expires_at": keep}
-                    for aid in analysis_ids
-                ]
-            )
-            .on_conflict_do_nothing()
-        )
-    session.execute(delete(TraceStep).where(TraceStep.user_id == uid))
-    events = session.execute(delete(EventRow).where(EventRow.user_id == uid))
-    session.execute(delete(Analysis).where(Analysis.user_id == uid))
-    devices = session.execute(delete(Device).where(Device.user_id == uid))
+    analysis_ids = store.user_analysis_ids(session, uid)
+    store.add_retained_clears(
+        session,
+        [topics.analysis_topic(uid, aid) for aid in analysis_ids],
+        expires_at=now + timedelta(seconds=state.settings.event_expiry_seconds),
+    )
+    events, devices = store.delete_user_content(session, uid)
     sessions = accounts.revoke_user(
         session, uid, "account_deleted", state.settings, whole_user=True
     )
-    session.execute(delete(User).where(User.id == uid))
+    store.delete_user(session, uid)
     audit.record(
         session,
         audit.ACCOUNT_DELETED,
         user_id=uid,
         ip=client_ip(request),
         analyses=len(analysis_ids),
-        events=getattr(events, "rowcount", None),
-        devices=getattr(devices, "rowcount", None),
+        events=events,
+        devices=devices,
         sessions=sessions,
     )
     session.commit()
@@ -102,20 +80,14 @@ class AccountExport(ApiModel):
 )
 def export_me(caller: Caller, session: SessionDep, state: StateDep) -> AccountExport:
     uid = caller.user_id
-    user = session.get(User, uid)
+    user = store.user_by_id(session, uid)
     if user is None and caller.source == "local":
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such account")
-    analyses = session.scalars(
-        select(Analysis).where(Analysis.user_id == uid).order_by(Analysis.created_at)
-    )
-    events = session.scalars(select(EventRow).where(EventRow.user_id == uid).order_by(EventRow.seq))
-    devices = session.scalars(select(Device).where(Device.user_id == uid))
-    logins = session.scalars(
-        select(AuthSession).where(AuthSession.user_id == uid).order_by(AuthSession.created_at)
-    )
-    entries = session.scalars(
-        select(AuditEntry).where(AuditEntry.user_id == uid).order_by(AuditEntry.id)
-    )
+    analyses = store.user_analyses(session, uid)
+    events = store.user_events(session, uid)
+    devices = store.user_devices(session, uid)
+    logins = store.user_auth_sessions(session, uid)
+    entries = store.user_audit_entries(session, uid)
     return AccountExport(
         exported_at=datetime.now(UTC),
         user={
