@@ -21,9 +21,7 @@ import threading
 
 import psycopg2
 import psycopg2.extensions
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 log = logging.getLogger("plantnotify.worker.presence")
 
@@ -58,25 +56,6 @@ def owner_key(owner: str) -> int | None:
         return int(tail, 16)
     except ValueError:
         return None
-
-
-def owner_alive(session: Session, owner: str) -> bool:
-    """True while the worker that wrote ``owner`` still holds its presence lock.
-
-    An owner id of a shape we don't know counts as alive: only its lease expiry frees it.
-    """
-    key = owner_key(owner)
-    if key is None:
-        return True
-    held = session.execute(
-        text(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
-            "AND classid = CAST(:c AS oid) AND objid = CAST(:k AS oid) AND objsubid = 2 "
-            "AND granted)"
-        ),
-        {"c": PRESENCE_LOCK_CLASS, "k": key},
-    ).scalar()
-    return bool(held)
 
 
 class Presence:

@@ -33,6 +33,7 @@ from sqlalchemy import (
     literal,
     literal_column,
     select,
+    text,
     true,
     update,
 )
@@ -58,7 +59,7 @@ from plantnotify.db.session import (
 )
 from worker import stages
 from worker.n8n import N8nAttempt
-from worker.presence import OUTBOX_LOCK_CLASS, owner_alive
+from worker.presence import OUTBOX_LOCK_CLASS, PRESENCE_LOCK_CLASS, owner_key
 
 log = logging.getLogger("plantnotify.worker.store")
 
@@ -633,6 +634,25 @@ _LATEST = _compiled(
     .order_by(EventRow.analysis_id, EventRow.seq.desc())
     .limit(bindparam("limit"))
 )
+
+
+def owner_alive(session: Session, owner: str) -> bool:
+    """True while the worker that wrote ``owner`` still holds its presence lock.
+
+    An owner id of a shape we don't know counts as alive: only its lease expiry frees it.
+    """
+    key = owner_key(owner)
+    if key is None:
+        return True
+    held = session.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+            "AND classid = CAST(:c AS oid) AND objid = CAST(:k AS oid) AND objsubid = 2 "
+            "AND granted)"
+        ),
+        {"c": PRESENCE_LOCK_CLASS, "k": key},
+    ).scalar()
+    return bool(held)
 
 
 def sql_join(cur: Cursor) -> bool:
