@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from devtools.world import event_rows, make_analysis, sessions_for
 from plantnotify.contracts.events import AnalysisStatus, EventType
@@ -29,6 +29,7 @@ class Owner:
 
     def __init__(self, settings: Settings, lease: float = 30.0) -> None:
         self.id = new_owner_id()
+        self.settings = settings
         self.presence = Presence(settings.database_url, self.id)
         assert self.presence.ensure()
         self.store = JobStore(
@@ -41,7 +42,25 @@ class Owner:
         )
 
     def die(self) -> None:
+        """Close the presence connection, and return once PostgreSQL has ended its session
+        (a backend exits a moment after its client hangs up, and frees its locks then)."""
         self.presence.close()
+        key = owner_key(self.id)
+        deadline = time.monotonic() + 10
+        with sessions_for(self.settings)() as s:
+            while time.monotonic() < deadline:
+                held = s.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND objid = CAST(:k AS oid) AND objsubid = 2"
+                    ),
+                    {"k": key},
+                )
+                s.rollback()
+                if not held:
+                    return
+                time.sleep(0.02)
+        raise AssertionError(f"the presence lock of {self.id} outlived its connection")
 
 
 @pytest.fixture
