@@ -36,15 +36,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from api import audit
+from api import audit, store
 from plantnotify.contracts import topics
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.events import BrokerBoot, PersistentSessionOpened, SessionSnapshot
-from plantnotify.db.models import PersistentMqttSession
 from plantnotify.logs import get_logger
 from plantnotify.mqtt import ConnectOptions, Credentials, Message, MqttClient, MqttError
 from plantnotify.service_mqtt import service_connect_options
@@ -136,21 +133,8 @@ class SessionCap:
         user = notice.user_id
         opened = datetime.fromtimestamp(notice.at / 1000, UTC)
         with self._sessions.begin() as db:
-            upsert = insert(PersistentMqttSession).values(
-                client_id=notice.client_id, user_id=user, opened_at=opened
-            )
-            db.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[PersistentMqttSession.client_id],
-                    set_={"user_id": user, "opened_at": upsert.excluded.opened_at},
-                )
-            )
-            rows = db.execute(
-                select(PersistentMqttSession.client_id, PersistentMqttSession.opened_at).where(
-                    PersistentMqttSession.user_id == user
-                )
-            ).all()
-        recorded = [Recorded(r.client_id, r.opened_at) for r in rows]
+            store.record_persistent_session(db, notice.client_id, user, opened)
+            recorded = [Recorded(*row) for row in store.persistent_sessions(db, user)]
         if not sessions_to_end(recorded, (), self._cap):
             return []
         live = live_client_ids(self._settings, user)
@@ -162,15 +146,8 @@ class SessionCap:
 
     def _end(self, user: str, client_id: str) -> bool:
         with self._sessions.begin() as db:
-            gone = db.execute(
-                delete(PersistentMqttSession)
-                .where(
-                    PersistentMqttSession.client_id == client_id,
-                    PersistentMqttSession.user_id == user,
-                )
-                .returning(PersistentMqttSession.opened_at)
-            ).first()
-            if gone is None:
+            opened_at = store.forget_persistent_session(db, client_id, user)
+            if opened_at is None:
                 return False  # another replica ended it, or it was opened again meanwhile
             take_over(self._settings, user, client_id)
             audit.record(
@@ -178,7 +155,7 @@ class SessionCap:
                 audit.MQTT_SESSION_EVICTED,
                 user_id=user,
                 clientId=client_id,
-                openedAt=gone.opened_at.isoformat(),
+                openedAt=opened_at.isoformat(),
                 cap=self._cap,
             )
         log.info("ended persistent MQTT session %s of %s (over %d)", client_id, user, self._cap)

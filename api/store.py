@@ -23,6 +23,7 @@ from plantnotify.db.models import (
     AuthSession,
     Device,
     EventRow,
+    PersistentMqttSession,
     RateLimitBucket,
     RefreshToken,
     RetainedClear,
@@ -490,6 +491,47 @@ def purge_rate_limits(session: Session) -> int:
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- persistent MQTT sessions (the cap: api/session_cap.py) -----------------------------------
+
+
+def record_persistent_session(
+    session: Session, client_id: str, user_id: str, opened_at: datetime
+) -> None:
+    """Remember that ``client_id`` (now ``user_id``'s) opened a persistent session."""
+    upsert = insert(PersistentMqttSession).values(
+        client_id=client_id, user_id=user_id, opened_at=opened_at
+    )
+    session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[PersistentMqttSession.client_id],
+            set_={"user_id": user_id, "opened_at": upsert.excluded.opened_at},
+        )
+    )
+
+
+def persistent_sessions(session: Session, user_id: str) -> list[tuple[str, datetime]]:
+    """(client id, latest CONNECT) of every persistent session recorded for the user."""
+    rows = session.execute(
+        select(PersistentMqttSession.client_id, PersistentMqttSession.opened_at).where(
+            PersistentMqttSession.user_id == user_id
+        )
+    )
+    return [(row.client_id, row.opened_at) for row in rows]
+
+
+def forget_persistent_session(session: Session, client_id: str, user_id: str) -> datetime | None:
+    """Delete the user's record of ``client_id`` (row-locked until commit); when it was
+    opened, or None if another replica ended it or it is no longer the user's."""
+    return session.scalar(
+        delete(PersistentMqttSession)
+        .where(
+            PersistentMqttSession.client_id == client_id,
+            PersistentMqttSession.user_id == user_id,
+        )
+        .returning(PersistentMqttSession.opened_at)
+    )
 
 
 # --- the account as a whole (DELETE /me, GET /me/export) ------------------------------------
