@@ -3,9 +3,9 @@
 The committer agent commits finished analyses (the worker's result transaction: analysis ->
 Completed plus its AnalysisCompleted outbox row) at a fixed rate for a minute, the jobs that
 are due at once in one transaction (a group commit: without it, one Python process issuing
-three round trips per analysis on a shared 2-core machine could not offer more than ~650/s); the outbox is
-published by two ``plantnotify worker`` processes, each leading its share of the outbox
-partitions over its own MQTT connection. Each user has one MQTT/TCP device. Per second of
+three round trips per analysis on a shared 2-core machine offered no more than ~650/s); the
+outbox is published by two ``plantnotify worker`` processes, each leading its share of the
+outbox partitions over ``OUTBOX_CONNECTIONS`` MQTT connections. Each user has one MQTT/TCP device. Per second of
 the run: how many events arrived and the worst commit → device latency of the events
 committed in that second (the lag); overall commit → device p50/p99/max and what is lost.
 """
