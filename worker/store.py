@@ -21,10 +21,12 @@ from sqlalchemy import (
     ClauseElement,
     DateTime,
     Engine,
+    Interval,
     String,
     Text,
     any_,
     bindparam,
+    case,
     cast,
     column,
     extract,
@@ -32,6 +34,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    or_,
     select,
     text,
     true,
@@ -234,6 +237,76 @@ PROGRESS = insert(EventRow).from_select(
     ),
 )
 
+# The usual claim in one statement (one round trip, no ORM): the analysis is ours to run
+# (Processing, the job's user, attempts left) and nobody else holds a live lease on it: take
+# the lease, count the attempt, and store the "started" stage once. Like every claim it
+# commits without waiting for the WAL flush (the next attempt re-does a lost one). When it
+# changes nothing, the full claim (JobStore.claim) finds out why: unknown, finished, held by
+# a live worker or by a dead one, attempts used up.
+_claimed = (
+    update(Analysis)
+    .where(
+        Analysis.id == bindparam("analysis"),
+        Analysis.user_id == bindparam("user"),
+        Analysis.status == _PROCESSING,
+        Analysis.attempts < bindparam("max_attempts"),
+        or_(
+            Analysis.lease_owner.is_(None),
+            Analysis.lease_owner == bindparam("owner"),
+            Analysis.lease_expires_at.is_(None),
+            Analysis.lease_expires_at <= func.now(),
+        ),
+        select(_relaxed_commit.c.setting).scalar_subquery().is_not(None),
+    )
+    .values(
+        lease_owner=bindparam("owner"),
+        lease_expires_at=func.now() + bindparam("lease", type_=Interval),
+        attempts=Analysis.attempts + 1,
+        updated_at=func.now(),
+    )
+    .returning(
+        Analysis.id,
+        Analysis.user_id,
+        Analysis.crop_type,
+        Analysis.mime_type,
+        Analysis.attempts,
+        Analysis.trace_id,
+    )
+    .cte("claimed")
+)
+# The stage's payload gets the analysis' stored trace id, as AnalysisProgress.to_wire() has it.
+_started_payload = _json("event_payload").op("||")(
+    case(
+        (_claimed.c.trace_id.is_(None), cast(literal_column("'{}'"), JSONB)),
+        else_=func.jsonb_build_object(literal_column("'traceId'"), _claimed.c.trace_id),
+    )
+)
+_started = (
+    insert(EventRow)
+    .from_select(
+        _EVENT_COLUMNS,
+        select(
+            bindparam("event_id", type_=String),
+            _claimed.c.user_id,
+            _claimed.c.id,
+            literal_column(f"'{EventType.PROGRESS}'"),
+            _started_payload,
+            bindparam("expires", type_=DateTime(timezone=True)),
+        ).where(~_stage_seen(_claimed.c.id, literal_column("'started'"))),
+    )
+    .returning(EventRow.seq)
+    .cte("started")
+)
+CLAIM = select(
+    _claimed.c.id,
+    _claimed.c.user_id,
+    _claimed.c.crop_type,
+    _claimed.c.mime_type,
+    _claimed.c.attempts,
+    _claimed.c.trace_id,
+    select(func.count()).select_from(_started).scalar_subquery().label("started"),
+)
+
 
 def add_event(session: Session, event: AnyEvent, expiry_seconds: int) -> EventRow:
     """Stage ``event`` as an outbox row in the caller's transaction."""
@@ -274,6 +347,9 @@ class JobStore:
     # --- claiming ---------------------------------------------------------------------------
 
     def claim(self, analysis_id: str, user_id: str) -> Claim:
+        quick = self._claim_at_once(analysis_id, user_id)
+        if quick is not None:
+            return quick
         with transaction(self.sessions) as s:
             _relaxed(s)
             found = s.execute(
@@ -313,6 +389,31 @@ class JobStore:
             )
             started = self._progress_row(s, row, 10, "started")
             return Claim(ClaimState.CLAIMED, work=work, events=(started,) if started else ())
+
+    def _claim_at_once(self, analysis_id: str, user_id: str) -> Claim | None:
+        """The usual claim as one statement (:data:`CLAIM`); None when it did not apply."""
+        started = AnalysisProgress(
+            analysis_id=analysis_id, user_id=user_id, progress=10, stage="started"
+        )
+        params = {
+            "analysis": analysis_id,
+            "user": user_id,
+            "owner": self.owner,
+            "max_attempts": self.max_attempts,
+            "lease": self.lease,
+            "event_id": started.event_id,
+            "event_payload": json.dumps(started.to_wire()),
+            "expires": utcnow() + timedelta(seconds=self.expiry),
+        }
+        with self._autocommit() as conn:
+            row = conn.execute(CLAIM, params).one_or_none()
+        if row is None:
+            return None
+        work = Work(row.id, row.user_id, row.crop_type, row.mime_type, row.attempts, row.trace_id)
+        events: tuple[AnyEvent, ...] = ()
+        if row.started:
+            events = (started.model_copy(update={"trace_id": row.trace_id}),)
+        return Claim(ClaimState.CLAIMED, work=work, events=events)
 
     def load_image(self, analysis_id: str) -> bytes | None:
         with self._autocommit() as conn:
