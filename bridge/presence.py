@@ -4,10 +4,11 @@ A presence source answers ``live(user_id)`` (``None`` while not in sync: unknown
 arrives in the bridge loop's inbox into a :class:`PresenceUpdate` (users who went offline, and
 whether that put it in sync). Two implementations, one per engine:
 
-* :class:`BrokerPresence` (Mosquitto): the plugin's retained per-user session snapshots and
-  broker boots on the bridge's MQTT connection, and the sync marker that says the retained
-  replay has been read to its end; the picture itself (:class:`bridge.sessions.SessionPicture`)
-  is pure;
+* :class:`BrokerPresence` (Mosquitto): the plugin's per-user session snapshots and broker
+  boots on the bridge's MQTT connection; after subscribing it asks the plugin for the whole
+  picture (``$CONTROL/plantnotify/sessions``), which comes back to this client alone in a few
+  numbered parts: in sync once every part of the answer to its own request is in; the picture
+  itself (:class:`bridge.sessions.SessionPicture`) is pure;
 * :class:`bridge.presence_nats.NatsPresence` (NATS): ``$SYS`` connect/disconnect events and
   CONNZ snapshots from every node, on a system-user connection of its own.
 
@@ -16,6 +17,7 @@ Confined to the bridge's loop thread (a source's own I/O thread only posts to th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -25,13 +27,20 @@ from typing import Protocol
 
 from bridge import metrics
 from bridge.sessions import SessionPicture
-from plantnotify.contracts.events import BrokerBoot, SessionSnapshot
-from plantnotify.contracts.topics import ALL_SESSIONS_FILTER, BROKER_BOOT_TOPIC, parse_topic
+from plantnotify.contracts.events import BrokerBoot, SessionSnapshot, SessionsPicture
+from plantnotify.contracts.topics import (
+    ALL_SESSIONS_FILTER,
+    BROKER_BOOT_TOPIC,
+    BROKER_SESSIONS_TOPIC,
+    SESSIONS_REQUEST_TOPIC,
+    parse_topic,
+)
 from plantnotify.mqtt import ConnectionState, Message, MqttClient, MqttError
 
 log = logging.getLogger("plantnotify.bridge")
 
-SYNC_FALLBACK_SECONDS = 5.0  # if our own sync marker never comes back, trust the replay anyway
+# No complete answer to a picture request within this: ask again (a part lost, a busy broker).
+PICTURE_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,41 +79,46 @@ class PresenceSource(Protocol):
 
 
 def broker_presence_filters(sync_topic: str) -> list[tuple[str, int]]:
-    """What :class:`BrokerPresence` needs on the bridge's MQTT connection."""
-    return [(BROKER_BOOT_TOPIC, 1), (ALL_SESSIONS_FILTER, 1), (sync_topic, 1)]
+    """What :class:`BrokerPresence` needs on the bridge's MQTT connection. (The picture parts
+    are sent to this client alone: no subscription; ``sync_topic`` is no longer needed.)"""
+    del sync_topic
+    return [(BROKER_BOOT_TOPIC, 1), (ALL_SESSIONS_FILTER, 1)]
 
 
 class BrokerPresence:
     def __init__(self, mqtt: MqttClient, sync_topic: str) -> None:
         self.picture = SessionPicture()
-        self.sync_topic = sync_topic
+        self.sync_topic = sync_topic  # kept for callers; the picture request replaced its marker
         self.ready = threading.Event()  # set by the loop once in sync (and caught up)
         self._mqtt = mqtt
         self._wanted = False
-        self._nonce: str | None = None
+        self._request: str | None = None
         self._sent_at = 0.0
+        self._parts: dict[int, SessionsPicture] = {}
 
     def live(self, user_id: str) -> int | None:
         """Live connections of the user; ``None`` while not in sync (unknown)."""
         return self.picture.live(user_id)
 
     def route(self, msg: Message) -> PresenceUpdate | None:
-        if msg.topic == self.sync_topic:
-            return PresenceUpdate(synced=self.marker(msg.payload))
+        if msg.topic == BROKER_SESSIONS_TOPIC:
+            return self.picture_part(msg.payload)
         if msg.topic == BROKER_BOOT_TOPIC:
             self.boot(msg.payload)
             return PresenceUpdate()
         ref = parse_topic(msg.topic)
         if ref is None or ref.kind != "session":
             return None
+        if msg.retain and msg.payload:
+            self.clear_leftover(msg.topic)
         went_offline = self.snapshot(ref.user_id, msg.payload)
         return PresenceUpdate(offline=(ref.user_id,) if went_offline else ())
 
     @property
     def wants_wake(self) -> float | None:
-        if self.marker_due:
+        if self.request_due:
             return 0.02
-        if self.marker_out:
+        if self.request_out:
             return 0.1
         return None
 
@@ -115,14 +129,14 @@ class BrokerPresence:
         """Nothing to stop."""
 
     @property
-    def marker_due(self) -> bool:
-        """Connected and subscribed, the sync marker not yet published."""
-        return self._wanted and self._nonce is None
+    def request_due(self) -> bool:
+        """Connected and subscribed, the picture not yet asked for."""
+        return self._wanted and self._request is None
 
     @property
-    def marker_out(self) -> bool:
-        """The sync marker is on its way back to us."""
-        return self._nonce is not None
+    def request_out(self) -> bool:
+        """The picture was asked for and has not come back whole yet."""
+        return self._request is not None
 
     # --- what the broker tells ----------------------------------------------------------------
 
@@ -131,13 +145,15 @@ class BrokerPresence:
             log.info("connected to the broker; rebuilding the session picture")
             self.picture.reset()
             self._wanted = True
-            self._nonce = None
+            self._request = None
+            self._parts.clear()
         elif state is ConnectionState.DISCONNECTED:
             if self.picture.known:
                 log.warning("lost the broker; forgetting who is online until reconnected")
             self.picture.reset()
             self._wanted = False
-            self._nonce = None
+            self._request = None
+            self._parts.clear()
             self.ready.clear()
             self.update_gauges()
 
@@ -153,11 +169,10 @@ class BrokerPresence:
 
     def snapshot(self, user_id: str, payload: bytes) -> bool:
         """Apply a session snapshot; True when it shows the user going offline. An empty
-        payload is the deletion of the user's retained snapshot: offline too."""
+        payload is the deletion of a retained snapshot left by an earlier plugin version (the
+        plugin never sends one now): nothing to apply."""
         if not payload:
-            went_offline = self.picture.on_deleted(user_id)
-            self.update_gauges()
-            return went_offline
+            return False
         try:
             snap = SessionSnapshot.model_validate_json(payload)
         except ValueError:
@@ -170,37 +185,62 @@ class BrokerPresence:
         self.update_gauges()
         return went_offline
 
+    def clear_leftover(self, topic: str) -> None:
+        """A retained snapshot: left by an earlier plugin version (this one retains none).
+        Delete it, so the broker stops keeping a message per user that was ever online."""
+        with contextlib.suppress(MqttError):  # if it fails, the next bridge start tries again
+            self._mqtt.publish(topic, b"", qos=1, retain=True)
+
     # --- being in sync --------------------------------------------------------------------------
 
-    def marker(self, payload: bytes) -> bool:
-        """Our sync marker came back; True when that puts us in sync."""
-        if self._nonce is None or payload != self._nonce.encode():
-            return False
+    def picture_part(self, payload: bytes) -> PresenceUpdate:
+        """One part of the whole picture; in sync when the last part of our request is in."""
+        try:
+            part = SessionsPicture.model_validate_json(payload)
+        except ValueError:
+            log.warning("malformed sessions picture part ignored")
+            return PresenceUpdate()
+        if self._request is None or part.request_id != self._request or part.part > part.parts:
+            return PresenceUpdate()  # an answer to an earlier request (or to another bridge)
+        if self._parts and next(iter(self._parts.values())).parts != part.parts:
+            return PresenceUpdate()
+        self._parts[part.part] = part
+        if len(self._parts) < part.parts:
+            return PresenceUpdate()
+        sessions = [s for p in sorted(self._parts) for s in self._parts[p].sessions]
+        gone = self.picture.on_picture(part.boot_id, part.seq, part.at, sessions)
         self._in_sync()
-        return True
+        return PresenceUpdate(offline=gone, synced=True)
 
     def sync_step(self) -> bool:
-        """After SUBACK, publish a marker to ourselves: when it comes back, the retained replay
-        (boot + every session snapshot) queued before it has been read. True when a marker that
-        never came back made us trust the replay read so far."""
-        if self.marker_due:
+        """Once subscribed, ask the plugin for the whole picture; snapshots published after it
+        reach us on the subscription, so nothing falls between the two. Ask again when no
+        complete answer came in time. Never puts the source in sync by itself (the last part
+        does, in :meth:`route`)."""
+        if self.request_due or (
+            self.request_out and time.monotonic() - self._sent_at > PICTURE_TIMEOUT_SECONDS
+        ):
+            if self.request_out:
+                log.warning(
+                    "the sessions picture did not come back whole in %.0f s; asking again",
+                    PICTURE_TIMEOUT_SECONDS,
+                )
             try:
                 self._mqtt.wait_connected(timeout=0)
-                self._nonce = secrets.token_hex(8)
-                self._sent_at = time.monotonic()
-                self._mqtt.publish(self.sync_topic, self._nonce.encode(), qos=1)
+                request = secrets.token_hex(8)
+                self._parts.clear()
+                self._mqtt.publish(SESSIONS_REQUEST_TOPIC, request.encode(), qos=1)
             except MqttError:
-                self._nonce = None
+                self._request = None
                 return False
-        if self._nonce is not None and time.monotonic() - self._sent_at > SYNC_FALLBACK_SECONDS:
-            log.warning("sync marker did not come back; trusting the replay read so far")
-            self._in_sync()
-            return True
+            self._request = request
+            self._sent_at = time.monotonic()
         return False
 
     def _in_sync(self) -> None:
         self._wanted = False
-        self._nonce = None
+        self._request = None
+        self._parts.clear()
         self.picture.mark_synced()
         totals = self.picture.totals()
         log.info(

@@ -1,12 +1,15 @@
 """Who is online right now, as told by the broker itself (not by client wills).
 
-The plugin keeps a retained ``SessionSnapshot`` per user on ``plantnotify/sessions/{userId}``
-and a retained ``BrokerBoot`` on ``plantnotify/broker/boot``. Subscribing to both rebuilds the
-whole picture, after a restart of the bridge as after one of the broker:
+The plugin publishes a ``SessionSnapshot`` on ``plantnotify/sessions/{userId}`` whenever a
+user's live connections change (not retained), keeps a retained ``BrokerBoot`` on
+``plantnotify/broker/boot``, and sends the whole picture (``SessionsPicture`` parts: every online
+user, as of one ``seq``) to a service that asks for it. The bridge subscribes to the snapshots,
+then asks for the picture: snapshots newer than the picture win, users in no part are offline.
+That rebuilds the whole picture, after a restart of the bridge as after one of the broker:
 
 * a snapshot from another boot than the current one is stale: that user is offline;
-* until the bridge is *in sync* (connected, subscribed, and the retained replay read to its
-  end) every answer is "unknown" (``None``), never "offline" and never "online";
+* until the bridge is *in sync* (connected, subscribed, and the whole picture read) every answer
+  is "unknown" (``None``), never "offline" and never "online";
 * losing the broker connection forgets everything: the bridge does not keep believing users
   are online on the strength of an old picture.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from plantnotify.contracts.events import BrokerBoot, SessionSnapshot
+from plantnotify.contracts.events import BrokerBoot, SessionEntry, SessionSnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,15 +84,48 @@ class SessionPicture:
         return True
 
     def on_deleted(self, user_id: str) -> bool:
-        """The user's retained snapshot was deleted (the broker does that when the last connection
-        goes, right after the offline snapshot): offline. True when it was live before. The last
-        snapshot is kept as an offline one with its seq, so older duplicates stay refused."""
+        """The user's retained snapshot was deleted (earlier plugin versions did that when the
+        last connection went, right after the offline snapshot): offline. True when it was live
+        before. The last snapshot is kept as an offline one with its seq, so older duplicates
+        stay refused."""
         old = self._snapshots.get(user_id)
         if old is None:
             return False
         before = self.live(user_id)
         self._snapshots[user_id] = old.model_copy(update={"connections": 0, "client_ids": []})
         return bool(before)
+
+    def on_picture(
+        self, boot_id: str, seq: int, at: int, sessions: list[SessionEntry]
+    ) -> tuple[str, ...]:
+        """The whole picture of boot ``boot_id`` as of ``seq`` (every part of it): the broker
+        just said so, so that boot is the current one. Users in it are online unless a newer
+        snapshot says otherwise; users in none of it are offline unless a newer snapshot says
+        they came. Returns the users it shows going offline (live before, 0 now)."""
+        was_live = [u for u in self._snapshots if self.live(u)]
+        self.on_boot(BrokerBoot(boot_id=boot_id, started_at=0))
+        named: set[str] = set()
+        for entry in sessions:
+            named.add(entry.user_id)
+            self.on_snapshot(
+                SessionSnapshot(
+                    user_id=entry.user_id,
+                    boot_id=boot_id,
+                    connections=entry.connections,
+                    client_ids=entry.client_ids,
+                    seq=seq,
+                    at=at,
+                )
+            )
+        for user_id, old in list(self._snapshots.items()):
+            if user_id in named or old.connections == 0:
+                continue
+            if old.boot_id == boot_id and old.seq > seq:
+                continue  # came after the picture was taken
+            self._snapshots[user_id] = old.model_copy(
+                update={"boot_id": boot_id, "connections": 0, "client_ids": [], "seq": seq}
+            )
+        return tuple(u for u in was_live if not self.live(u))
 
     def on_snapshot(self, snap: SessionSnapshot) -> bool:
         """Apply a snapshot; True when it shows the user going offline (live before, 0 now)."""

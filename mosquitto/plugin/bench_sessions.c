@@ -22,9 +22,9 @@ static double now_ns(void)
 	return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-static void noop_emit(const char *user, const char *json, int retain, void *ctx)
+static void noop_emit(const char *user, const char *json, void *ctx)
 {
-	(void)user; (void)json; (void)retain;
+	(void)user; (void)json;
 	(*(size_t *)ctx)++;
 }
 

@@ -13,6 +13,10 @@
  *   max_token_bytes, max_connections_per_user, expiry_check_interval, stats_interval,
  *   revocation_sync_timeout, max_revocations. Revoked tokens: revocations.c, fed by the API on
  *   $CONTROL/plantnotify/revocations (CONTROL event, service connections only).
+ * Presence: per-user SessionSnapshots on plantnotify/sessions/{user} when a user's connections
+ * change (not retained: the broker holds nothing per user for them), and the whole picture on
+ * request ($CONTROL/plantnotify/sessions, service connections only), sent to the requester
+ * alone on plantnotify/broker/sessions in at most PICTURE_MAX_PARTS messages.
  * Unknown or invalid options stop the broker with a log line saying what to fix.
  */
 #include <errno.h>
@@ -40,6 +44,17 @@
 #define SESSIONS_TOPIC_PREFIX "plantnotify/sessions/"
 #define STATS_TOPIC "plantnotify/broker/stats"
 #define REVOCATIONS_TOPIC "$CONTROL/plantnotify/revocations"
+#define PICTURE_REQUEST_TOPIC "$CONTROL/plantnotify/sessions"
+#define PICTURE_TOPIC "plantnotify/broker/sessions"
+/*
+ * A picture goes to its requester in at most this many messages (QoS 1), whatever the number of
+ * users: far below max_queued_messages (1,000) + max_inflight_messages, so none is dropped for a
+ * full queue; parts grow instead (about 60 bytes per user, so 20,000 users are 32 parts of ~40 KB).
+ */
+#define PICTURE_MAX_PARTS 32
+#define PICTURE_MIN_USERS_PER_PART 500
+#define PICTURE_MAX_REQUESTS 16
+#define PICTURE_REQUEST_ID_MAX 64
 #define REVOCATION_PRUNE_SECONDS 60
 
 #define LOG_PREFIX "plantnotify: "
@@ -64,6 +79,12 @@ static const char *const CONNECT_NAMES[CONNECT_OUTCOMES] = {
 	"accepted", "expired", "invalidToken", "identity", "limit", "error",
 };
 
+/* A service asked for the whole picture: sent from the next TICK. */
+typedef struct picture_request {
+	char *client_id;
+	char request_id[PICTURE_REQUEST_ID_MAX + 1];
+} picture_request;
+
 typedef struct plugin_state {
 	mosquitto_plugin_id_t *id;
 	pn_token_config token;
@@ -85,6 +106,8 @@ typedef struct plugin_state {
 	long revocation_sync_timeout; /* refuse users until the feed's SYNC, at most this long */
 	time_t started;
 	time_t next_revocation_prune;
+	picture_request requests[PICTURE_MAX_REQUESTS];
+	size_t request_count;
 } plugin_state;
 
 /* ------------------------------------------------------------------ helpers */
@@ -178,14 +201,14 @@ static void publish_stats(plugin_state *st, time_t now)
 	st->stats_dirty = 0;
 }
 
-/* A snapshot (retained or not), or json NULL: delete the user's retained snapshot. */
-static void emit_snapshot(const char *user, const char *json, int retain, void *ctx)
+/* A user's snapshot, to the live subscribers only (never retained). */
+static void emit_snapshot(const char *user, const char *json, void *ctx)
 {
 	char topic[sizeof(SESSIONS_TOPIC_PREFIX) + PN_USER_ID_MAX];
 	int rc;
 	(void)ctx;
 	snprintf(topic, sizeof(topic), SESSIONS_TOPIC_PREFIX "%s", user);
-	rc = mosquitto_broker_publish_copy(NULL, topic, json ? (int)strlen(json) : 0, json, 1, retain, NULL);
+	rc = mosquitto_broker_publish_copy(NULL, topic, (int)strlen(json), json, 1, false, NULL);
 	if(rc != MOSQ_ERR_SUCCESS){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "could not publish %s (error %d)", topic, rc);
 	}
@@ -439,6 +462,92 @@ static int on_control(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_SUCCESS;
 }
 
+/* A request id: 1..PICTURE_REQUEST_ID_MAX of [A-Za-z0-9_-] (echoed in JSON unescaped). */
+static int valid_request_id(const void *payload, uint32_t len)
+{
+	const unsigned char *p = payload;
+	uint32_t i;
+	if(!p || len == 0 || len > PICTURE_REQUEST_ID_MAX) return 0;
+	for(i = 0; i < len; i++){
+		unsigned char c = p[i];
+		if(!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')){
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* A service asks for the whole picture (payload: its request id); answered from the next TICK. */
+static int on_picture_request(int event, void *event_data, void *userdata)
+{
+	struct mosquitto_evt_control *ed = event_data;
+	plugin_state *st = userdata;
+	const pn_conn *conn = pn_sessions_find(st->sessions, ed->client);
+	const char *client_id = mosquitto_client_id(ed->client);
+	picture_request *r = NULL;
+	size_t i;
+	(void)event;
+
+	if(!conn || conn->departed || !conn->is_service || !client_id){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "ignored a sessions request from a non-service client");
+		return MOSQ_ERR_ACL_DENIED;
+	}
+	if(!valid_request_id(ed->payload, ed->payloadlen)){
+		mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "ignored a sessions request with an invalid "
+				"request id (1..%d of A-Z a-z 0-9 _ -)", PICTURE_REQUEST_ID_MAX);
+		return MOSQ_ERR_SUCCESS; /* an error here would disconnect the service */
+	}
+	for(i = 0; i < st->request_count; i++){
+		if(!strcmp(st->requests[i].client_id, client_id)) r = &st->requests[i]; /* the newest wins */
+	}
+	if(!r){
+		if(st->request_count == PICTURE_MAX_REQUESTS){
+			mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "sessions request from %s dropped: "
+					"%d requests already waiting", client_id, PICTURE_MAX_REQUESTS);
+			return MOSQ_ERR_SUCCESS; /* the requester asks again when no answer comes */
+		}
+		r = &st->requests[st->request_count];
+		r->client_id = strdup(client_id);
+		if(!r->client_id) return MOSQ_ERR_NOMEM;
+		st->request_count++;
+	}
+	memcpy(r->request_id, ed->payload, ed->payloadlen);
+	r->request_id[ed->payloadlen] = '\0';
+	return MOSQ_ERR_SUCCESS;
+}
+
+static void emit_part(const char *json, size_t len, void *ctx)
+{
+	const char *client_id = ctx;
+	int rc = mosquitto_broker_publish_copy(client_id, PICTURE_TOPIC, (int)len, json, 1, false, NULL);
+	if(rc != MOSQ_ERR_SUCCESS){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "could not send the sessions picture to %s (error %d)",
+				client_id, rc);
+	}
+}
+
+/* Answers the waiting requests: each requester gets the picture as of now, in parts. */
+static void send_pictures(plugin_state *st, time_t now)
+{
+	size_t i;
+	long parts;
+	for(i = 0; i < st->request_count; i++){
+		picture_request *r = &st->requests[i];
+		parts = pn_sessions_snapshot_all(st->sessions, st->boot_id, r->request_id, ++st->seq, (long long)now,
+				PICTURE_MAX_PARTS, PICTURE_MIN_USERS_PER_PART, emit_part, r->client_id);
+		if(parts < 0){
+			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "out of memory building the sessions picture "
+					"for %s; it will ask again", r->client_id);
+		}else{
+			mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "sessions picture for %s: %zu users in %ld part(s)",
+					r->client_id, pn_sessions_online_users(st->sessions), parts);
+		}
+		free(r->client_id);
+		r->client_id = NULL;
+	}
+	st->request_count = 0;
+}
+
 static void kick_revoked(plugin_state *st, time_t now)
 {
 	char *users[MAX_KICKS_PER_CHECK];
@@ -474,6 +583,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	}else{
 		snapshot_budget(st); /* keeps the bucket's clock current */
 	}
+	if(st->request_count) send_pictures(st, now);
 	if(now >= st->next_stats){
 		st->next_stats = now + st->stats_interval;
 		if(st->stats_dirty) publish_stats(st, now);
@@ -572,13 +682,14 @@ static int read_options(struct mosquitto_opt *opts, int count, options *o)
 
 /* ------------------------------------------------------------------ lifecycle */
 
-static const struct { int event; MOSQ_FUNC_generic_callback cb; } EVENTS[] = {
-	{MOSQ_EVT_BASIC_AUTH, on_basic_auth},
-	{MOSQ_EVT_EXT_AUTH_START, on_ext_auth},
-	{MOSQ_EVT_ACL_CHECK, on_acl_check},
-	{MOSQ_EVT_TICK, on_tick},
-	{MOSQ_EVT_DISCONNECT, on_disconnect},
-	{MOSQ_EVT_CONTROL, on_control},
+static const struct { int event; MOSQ_FUNC_generic_callback cb; const char *topic; } EVENTS[] = {
+	{MOSQ_EVT_BASIC_AUTH, on_basic_auth, NULL},
+	{MOSQ_EVT_EXT_AUTH_START, on_ext_auth, NULL},
+	{MOSQ_EVT_ACL_CHECK, on_acl_check, NULL},
+	{MOSQ_EVT_TICK, on_tick, NULL},
+	{MOSQ_EVT_DISCONNECT, on_disconnect, NULL},
+	{MOSQ_EVT_CONTROL, on_control, REVOCATIONS_TOPIC},
+	{MOSQ_EVT_CONTROL, on_picture_request, PICTURE_REQUEST_TOPIC},
 };
 #define EVENT_COUNT ((int)(sizeof(EVENTS) / sizeof(EVENTS[0])))
 
@@ -589,10 +700,10 @@ static void state_free(plugin_state *st)
 	if(!st) return;
 	for(i = 0; i < EVENT_COUNT; i++){
 		if(st->registered & (1 << i)){
-			mosquitto_callback_unregister(st->id, EVENTS[i].event, EVENTS[i].cb,
-					EVENTS[i].event == MOSQ_EVT_CONTROL ? REVOCATIONS_TOPIC : NULL);
+			mosquitto_callback_unregister(st->id, EVENTS[i].event, EVENTS[i].cb, EVENTS[i].topic);
 		}
 	}
+	for(i = 0; i < (int)st->request_count; i++) free(st->requests[i].client_id);
 	pn_sessions_free(st->sessions);
 	pn_rev_free(st->revocations);
 	pn_config_free(&st->token);
@@ -655,8 +766,8 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 		goto fail;
 	}
 	for(i = 0; i < EVENT_COUNT; i++){
-		if(mosquitto_callback_register(identifier, EVENTS[i].event, EVENTS[i].cb,
-					EVENTS[i].event == MOSQ_EVT_CONTROL ? REVOCATIONS_TOPIC : NULL, st) != MOSQ_ERR_SUCCESS){
+		if(mosquitto_callback_register(identifier, EVENTS[i].event, EVENTS[i].cb, EVENTS[i].topic, st)
+				!= MOSQ_ERR_SUCCESS){
 			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "cannot register event %d", EVENTS[i].event);
 			goto fail;
 		}

@@ -1,6 +1,7 @@
 /* Live-connection bookkeeping (see sessions.h). */
 #include "sessions.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,7 @@ struct pn_user {
 	uint32_t refs;         /* live + departed records pointing here */
 	uint8_t service_seen;  /* authenticated with role service since start */
 	uint8_t queued;        /* waiting in the snapshot queue */
-	uint8_t announced;     /* a retained snapshot with connections > 0 is out there */
+	uint8_t announced;     /* told online (a snapshot or a full picture): its going offline is due */
 	char name[];
 };
 
@@ -529,13 +530,16 @@ static int cmp_str(const void *a, const void *b)
 
 #define SMALL_IDS 16
 
-size_t pn_sessions_snapshot(const pn_sessions *s, const char *user, const char *boot_id,
-		unsigned long long seq, long long now, char *buf, size_t buflen)
+/*
+ * Appends `"connections":N,"clientIds":[...]` for user u (NULL: none) at buf + len, snprintf
+ * style: returns the length the text needs (which may be >= buflen: then it is cut, but
+ * terminated when buflen > 0), or (size_t)-1 on out of memory.
+ */
+static size_t put_connections(const pn_sessions *s, const pn_user *u, char *buf, size_t buflen, size_t len)
 {
-	const pn_user *u = user_lookup(s, user, NULL);
 	const pn_conn *c;
 	const char *small[SMALL_IDS], **ids = small;
-	size_t n = 0, i, distinct = 0, len = 0;
+	size_t n = 0, i, distinct = 0;
 	int w;
 
 	if(u && u->live > SMALL_IDS){
@@ -552,20 +556,36 @@ size_t pn_sessions_snapshot(const pn_sessions *s, const char *user, const char *
 	for(i = 0; i < n; i++){
 		if(i == 0 || strcmp(ids[i], ids[i - 1])) distinct++;
 	}
-
 	/* User ids, boot ids and client ids are [A-Za-z0-9_.:-]: nothing needs JSON escaping. */
 #define PUT(...) do { \
 		w = snprintf(buf + (len < buflen ? len : buflen), len < buflen ? buflen - len : 0, __VA_ARGS__); \
 		if(w > 0) len += (size_t)w; \
 	} while(0)
-	PUT("{\"userId\":\"%s\",\"bootId\":\"%s\",\"connections\":%zu,\"clientIds\":[", user, boot_id, distinct);
+	PUT("\"connections\":%zu,\"clientIds\":[", distinct);
 	for(i = 0; i < n; i++){
 		if(i > 0 && !strcmp(ids[i], ids[i - 1])) continue;
 		PUT("%s\"%s\"", i ? "," : "", ids[i]);
 	}
-	PUT("],\"seq\":%llu,\"at\":%lld}", seq, now);
+	PUT("]");
 #undef PUT
 	if(ids != small) free((void *)ids);
+	return len;
+}
+
+size_t pn_sessions_snapshot(const pn_sessions *s, const char *user, const char *boot_id,
+		unsigned long long seq, long long now, char *buf, size_t buflen)
+{
+	const pn_user *u = user_lookup(s, user, NULL);
+	size_t len;
+	int w;
+
+	w = snprintf(buf, buflen, "{\"userId\":\"%s\",\"bootId\":\"%s\",", user, boot_id);
+	len = w > 0 ? (size_t)w : 0;
+	len = put_connections(s, u, buf, buflen, len);
+	if(len == (size_t)-1) return len;
+	w = snprintf(buf + (len < buflen ? len : buflen), len < buflen ? buflen - len : 0,
+			",\"seq\":%llu,\"at\":%lld}", seq, now);
+	if(w > 0) len += (size_t)w;
 	return len;
 }
 
@@ -614,15 +634,8 @@ size_t pn_sessions_flush(pn_sessions *s, const char *boot_id, unsigned long long
 			enqueue(s, u); /* out of memory: try again next time */
 			break;
 		}
-		if(online){
-			emit(u->name, json, 1, ctx);
-			u->announced = 1;
-		}else{
-			/* Offline: tell the live subscribers, then drop the retained copy. */
-			emit(u->name, json, 0, ctx);
-			emit(u->name, NULL, 1, ctx);
-			u->announced = 0;
-		}
+		emit(u->name, json, ctx);
+		u->announced = online ? 1 : 0;
 		free(heap);
 		emitted++;
 		user_maybe_forget(s, u);
@@ -636,4 +649,142 @@ size_t pn_sessions_flush(pn_sessions *s, const char *boot_id, unsigned long long
 		}
 	}
 	return emitted;
+}
+
+/* ------------------------------------------------------------------ the whole picture */
+
+/* A growing text buffer; `failed` once an allocation failed (then the text is useless). */
+typedef struct text {
+	char *p;
+	size_t len, cap;
+	int failed;
+} text;
+
+static int text_reserve(text *t, size_t need)
+{
+	char *p;
+	size_t cap = t->cap ? t->cap : 4096;
+	if(t->failed) return -1;
+	if(need < t->cap) return 0;
+	while(cap <= need) cap *= 2;
+	p = realloc(t->p, cap);
+	if(!p){
+		t->failed = 1;
+		return -1;
+	}
+	t->p = p;
+	t->cap = cap;
+	return 0;
+}
+
+static void text_printf(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_printf(text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int w;
+	if(text_reserve(t, t->len + 256)) return;
+	va_start(ap, fmt);
+	w = vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+	va_end(ap);
+	if(w < 0){
+		t->failed = 1;
+		return;
+	}
+	if((size_t)w >= t->cap - t->len){
+		if(text_reserve(t, t->len + (size_t)w + 1)) return;
+		va_start(ap, fmt);
+		vsnprintf(t->p + t->len, t->cap - t->len, fmt, ap);
+		va_end(ap);
+	}
+	t->len += (size_t)w;
+}
+
+static void text_connections(const pn_sessions *s, const pn_user *u, text *t)
+{
+	size_t need;
+	if(text_reserve(t, t->len + 256)) return;
+	need = put_connections(s, u, t->p, t->cap, t->len);
+	if(need == (size_t)-1){
+		t->failed = 1;
+		return;
+	}
+	if(need >= t->cap){
+		if(text_reserve(t, need + 1)) return;
+		need = put_connections(s, u, t->p, t->cap, t->len);
+	}
+	t->len = need;
+}
+
+size_t pn_sessions_online_users(const pn_sessions *s)
+{
+	size_t i, n = 0;
+	for(i = 0; i <= s->users.mask; i++){
+		const pn_user *u = s->users.slots[i];
+		if(u && user_online(u)) n++;
+	}
+	return n;
+}
+
+static void open_part(text *t, const char *boot_id, const char *request_id, unsigned long long seq,
+		long long now, size_t part, size_t parts)
+{
+	text_printf(t, "{\"bootId\":\"%s\",\"requestId\":\"%s\",\"seq\":%llu,\"at\":%lld,"
+			"\"part\":%zu,\"parts\":%zu,\"sessions\":[", boot_id, request_id, seq, now, part, parts);
+}
+
+/* Ends a part; parts are kept one after the other in t, each ended by a NUL. */
+static void close_part(text *t)
+{
+	text_printf(t, "]}");
+	if(text_reserve(t, t->len + 1) == 0) t->p[t->len++] = '\0';
+}
+
+long pn_sessions_snapshot_all(pn_sessions *s, const char *boot_id, const char *request_id,
+		unsigned long long seq, long long now, size_t max_parts, size_t min_users_per_part,
+		pn_chunk_fn emit, void *ctx)
+{
+	size_t online = pn_sessions_online_users(s), per_part, parts, part = 0, in_part = 0, i;
+	text t = {0};
+
+	if(max_parts == 0) max_parts = 1;
+	if(min_users_per_part == 0) min_users_per_part = 1;
+	per_part = (online + max_parts - 1) / max_parts;
+	if(per_part < min_users_per_part) per_part = min_users_per_part;
+	parts = online ? (online + per_part - 1) / per_part : 1;
+
+	/* Every part is built before any is emitted: all or nothing, out of memory included. */
+	for(i = 0; i <= s->users.mask; i++){
+		const pn_user *u = s->users.slots[i];
+		if(!u || !user_online(u)) continue;
+		if(in_part == 0) open_part(&t, boot_id, request_id, seq, now, ++part, parts);
+		text_printf(&t, "%s{\"userId\":\"%s\",", in_part ? "," : "", u->name);
+		text_connections(s, u, &t);
+		text_printf(&t, "}");
+		if(++in_part == per_part){
+			close_part(&t);
+			in_part = 0;
+		}
+	}
+	if(part == 0){
+		open_part(&t, boot_id, request_id, seq, now, ++part, parts); /* nobody online: one empty part */
+		close_part(&t);
+	}else if(in_part){
+		close_part(&t);
+	}
+	if(t.failed){
+		free(t.p);
+		return -1;
+	}
+	/* Now everyone in it was told "online": their departure must be announced. */
+	for(i = 0; i <= s->users.mask; i++){
+		pn_user *u = s->users.slots[i];
+		if(u && user_online(u)) u->announced = 1;
+	}
+	for(i = 0; i < t.len; ){
+		size_t len = strlen(t.p + i);
+		emit(t.p + i, len, ctx);
+		i += len + 1;
+	}
+	free(t.p);
+	return (long)parts;
 }

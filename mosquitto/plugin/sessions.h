@@ -16,9 +16,11 @@
  * check costs O(log n) per record that expires, not a scan of every connection.
  *
  * Users whose set of live client ids changed are queued (once each, in order); the plugin
- * publishes their SessionSnapshots from TICK, at most a budget per TICK, so thousands of
- * connections dropping at once become a steady trickle of snapshots (one per user, however
- * often it changed meanwhile) instead of a burst that delays everyone else's messages.
+ * publishes their SessionSnapshots (not retained: the broker keeps nothing per user) from TICK,
+ * at most a budget per TICK, so thousands of connections dropping at once become a steady
+ * trickle of snapshots (one per user, however often it changed meanwhile) instead of a burst
+ * that delays everyone else's messages. The whole picture is built on request
+ * (pn_sessions_snapshot_all): every online user in a bounded number of parts.
  */
 #ifndef PLANTNOTIFY_SESSIONS_H
 #define PLANTNOTIFY_SESSIONS_H
@@ -89,17 +91,36 @@ int pn_sessions_is_service_user(const pn_sessions *s, const char *user);
 size_t pn_sessions_expired(const pn_sessions *s, long long now, long leeway, pn_conn **out, size_t max);
 
 /*
- * For up to `budget` queued users (oldest first): call emit(user, json, retain, ctx) with the
+ * For up to `budget` queued users (oldest first): call emit(user, json, ctx) with the
  * SessionSnapshot JSON {"userId","bootId","connections","clientIds","seq","at"}; *seq is
- * incremented per snapshot. A user with live connections gets a retained snapshot. A user
- * left with none gets the offline snapshot (connections 0) as a plain message, then
- * emit(user, NULL, 1, ctx): delete the retained snapshot — unless no retained snapshot was
- * published for it (it came and went between two flushes): then nothing. Users left with no
- * connections are forgotten afterwards. Returns the number of snapshots emitted.
+ * incremented per snapshot. A user left with no connections gets the offline snapshot
+ * (connections 0) — unless nobody was told it was online (it came and went between two flushes,
+ * and no full picture named it): then nothing. Users left with no connections are forgotten
+ * afterwards. Returns the number of snapshots emitted.
  */
-typedef void (*pn_emit_fn)(const char *user, const char *json, int retain, void *ctx);
+typedef void (*pn_emit_fn)(const char *user, const char *json, void *ctx);
 size_t pn_sessions_flush(pn_sessions *s, const char *boot_id, unsigned long long *seq, long long now,
 		size_t budget, pn_emit_fn emit, void *ctx);
+
+/* Users with at least one live connection that is announced (not a service's). */
+size_t pn_sessions_online_users(const pn_sessions *s);
+
+/*
+ * The whole picture at once, for one requester: every online user's connections, in parts of
+ * at least `min_users_per_part` users and at most `max_parts` parts (the part size grows with
+ * the number of users instead), each part
+ *   {"bootId","requestId","seq","at","part","parts","sessions":[{"userId","connections",
+ *    "clientIds"}, ...]}
+ * with part 1..parts; nobody online is one part with no sessions. All parts carry `seq`: the
+ * picture is as of that point of the snapshot sequence (the caller takes a fresh seq for it).
+ * Every part is built before emit(json, len, ctx) is called for any, and every user in it is
+ * marked as told, so its going offline is announced. Returns the number of parts, or -1 (out
+ * of memory: nothing emitted).
+ */
+typedef void (*pn_chunk_fn)(const char *json, size_t len, void *ctx);
+long pn_sessions_snapshot_all(pn_sessions *s, const char *boot_id, const char *request_id,
+		unsigned long long seq, long long now, size_t max_parts, size_t min_users_per_part,
+		pn_chunk_fn emit, void *ctx);
 
 /*
  * SessionSnapshot JSON for one user into buf (NUL-terminated); returns its length, or the

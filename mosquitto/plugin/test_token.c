@@ -775,17 +775,34 @@ static void test_acl(void)
 
 /* ------------------------------------------------------------------ tests: sessions */
 
-typedef struct { int n; char user[8][70]; char json[8][1024]; int retain[8]; } emitted;
+typedef struct { int n; char user[8][70]; char json[8][1024]; } emitted;
 
-static void collect(const char *user, const char *json, int retain, void *ctx)
+static void collect(const char *user, const char *json, void *ctx)
 {
 	emitted *e = ctx;
 	if(e->n < 8){
 		snprintf(e->user[e->n], sizeof(e->user[0]), "%s", user);
-		snprintf(e->json[e->n], sizeof(e->json[0]), "%s", json ? json : "(delete)");
-		e->retain[e->n] = retain;
+		snprintf(e->json[e->n], sizeof(e->json[0]), "%s", json);
 	}
 	e->n++;
+}
+
+/* The parts of a whole picture, parsed. */
+typedef struct { int n; json_t *part[64]; } parts;
+
+static void collect_part(const char *json, size_t len, void *ctx)
+{
+	parts *p = ctx;
+	CHECK(strlen(json) == len);
+	if(p->n < 64) p->part[p->n] = json_loads(json, 0, NULL);
+	p->n++;
+}
+
+static void parts_free(parts *p)
+{
+	int i;
+	for(i = 0; i < p->n && i < 64; i++) json_decref(p->part[i]);
+	memset(p, 0, sizeof(*p));
 }
 
 /* A stand-in for the broker's client: the table asks it for its client id. */
@@ -806,6 +823,74 @@ static size_t flush_all(pn_sessions *s, unsigned long long *seq, long long now, 
 {
 	memset(e, 0, sizeof(*e));
 	return pn_sessions_flush(s, "boot1", seq, now, 1000000, collect, e);
+}
+
+/* The whole picture on request: parts, bounds, and "told online" for later departures. */
+static void test_pictures(pn_sessions *s, unsigned long long *seq)
+{
+	static fake_client cl[3000];
+	fake_client svc, x;
+	parts p = {0};
+	emitted e;
+	size_t users = 0, total_conns = 0;
+	int i, j;
+
+	/* nobody online (a service connection is not announced): one empty part */
+	CHECK(pn_sessions_add(s, fc(&svc, "worker-2"), "worker", 9999, 1) == 0);
+	CHECK(pn_sessions_online_users(s) == 0);
+	CHECK(pn_sessions_snapshot_all(s, "boot1", "req1", 77, 1500, 32, 500, collect_part, &p) == 1);
+	CHECK(p.n == 1 && p.part[0]);
+	CHECK(!strcmp(json_string_value(json_object_get(p.part[0], "bootId")), "boot1"));
+	CHECK(!strcmp(json_string_value(json_object_get(p.part[0], "requestId")), "req1"));
+	CHECK(json_integer_value(json_object_get(p.part[0], "seq")) == 77);
+	CHECK(json_integer_value(json_object_get(p.part[0], "at")) == 1500);
+	CHECK(json_integer_value(json_object_get(p.part[0], "part")) == 1);
+	CHECK(json_integer_value(json_object_get(p.part[0], "parts")) == 1);
+	CHECK(json_array_size(json_object_get(p.part[0], "sessions")) == 0);
+	CHECK(json_object_size(p.part[0]) == 7);
+	parts_free(&p);
+
+	/* 2,500 users, one with two devices: parts of at least 500 users, at most 4 parts */
+	for(i = 0; i < 2500; i++){
+		char user[16];
+		snprintf(user, sizeof(user), "p%d", i);
+		CHECK(pn_sessions_add(s, fc(&cl[i], user), user, 9999, 0) == 0);
+	}
+	CHECK(pn_sessions_add(s, fc(&x, "p7-tab"), "p7", 9999, 0) == 0);
+	CHECK(pn_sessions_online_users(s) == 2500);
+	CHECK(pn_sessions_snapshot_all(s, "boot1", "req2", 78, 1501, 4, 500, collect_part, &p) == 4);
+	CHECK(p.n == 4);
+	for(i = 0; i < p.n; i++){
+		json_t *sessions = json_object_get(p.part[i], "sessions");
+		CHECK(json_integer_value(json_object_get(p.part[i], "part")) == i + 1);
+		CHECK(json_integer_value(json_object_get(p.part[i], "parts")) == 4);
+		CHECK(json_array_size(sessions) <= 625);
+		for(j = 0; j < (int)json_array_size(sessions); j++){
+			json_t *one = json_array_get(sessions, (size_t)j);
+			const char *user = json_string_value(json_object_get(one, "userId"));
+			size_t n = (size_t)json_integer_value(json_object_get(one, "connections"));
+			CHECK(user && json_array_size(json_object_get(one, "clientIds")) == n);
+			CHECK(json_object_size(one) == 3);
+			if(user && !strcmp(user, "p7")){
+				CHECK(n == 2 && !strcmp(json_string_value(json_array_get(json_object_get(one, "clientIds"), 1)), "p7-tab"));
+			}
+			users++;
+			total_conns += n;
+		}
+	}
+	CHECK(users == 2500 && total_conns == 2501);
+	parts_free(&p);
+	/* a small picture is one part (at least min users per part) */
+	CHECK(pn_sessions_snapshot_all(s, "boot1", "req3", 79, 1502, 32, 5000, collect_part, &p) == 1);
+	CHECK(json_array_size(json_object_get(p.part[0], "sessions")) == 2500);
+	parts_free(&p);
+
+	/* named in a picture, gone before its own snapshot: the offline snapshot is still due */
+	for(i = 0; i < 2500; i++) CHECK(pn_sessions_remove(s, &cl[i]) == 1);
+	CHECK(pn_sessions_remove(s, &x) == 1);
+	CHECK(flush_all(s, seq, 1503, &e) == 2500);
+	CHECK(strstr(e.json[0], "\"connections\":0") != NULL);
+	CHECK(pn_sessions_remove(s, &svc) == 1);
 }
 
 static void test_sessions(void)
@@ -835,7 +920,7 @@ static void test_sessions(void)
 
 	CHECK(pn_sessions_pending(s) == 1);
 	CHECK(flush_all(s, &seq, 1000, &e) == 1);
-	CHECK(e.n == 1 && !strcmp(e.user[0], "u1") && e.retain[0] == 1);
+	CHECK(e.n == 1 && !strcmp(e.user[0], "u1"));
 	CHECK(strstr(e.json[0], "\"connections\":2") != NULL);
 	CHECK(strstr(e.json[0], "\"clientIds\":[\"u1-a\",\"u1-b\"]") != NULL);
 	CHECK(strstr(e.json[0], "\"seq\":1") != NULL);
@@ -917,28 +1002,29 @@ static void test_sessions(void)
 	CHECK(pn_sessions_count_other(s, "u1", NULL) == 1);
 	CHECK(pn_sessions_count_other(s, "u2", NULL) == 1);
 
-	/* last connection gone: the offline snapshot (not retained), then the retained one deleted */
+	/* last connection gone: the offline snapshot, once */
 	CHECK(pn_sessions_depart(s, &d) == 1);
 	CHECK(pn_sessions_remove(s, &b) == 1);
 	CHECK(flush_all(s, &seq, 1005, &e) == 1); /* u1 offline; u2 came and went unannounced */
-	CHECK(e.n == 2 && !strcmp(e.user[0], "u1") && !strcmp(e.user[1], "u1"));
-	CHECK(strstr(e.json[0], "\"connections\":0,\"clientIds\":[]") != NULL && e.retain[0] == 0);
-	CHECK(!strcmp(e.json[1], "(delete)") && e.retain[1] == 1);
+	CHECK(e.n == 1 && !strcmp(e.user[0], "u1"));
+	CHECK(strstr(e.json[0], "\"connections\":0,\"clientIds\":[]") != NULL);
 	CHECK(pn_sessions_size(s) == 0);
 	pn_sessions_reap(s);
 	/* the user records went with their last connection; the service user is remembered */
 	CHECK(pn_sessions_users(s) == 1 && pn_sessions_is_service_user(s, "worker"));
 
-	/* a user who was announced and then left: offline + delete, once */
+	/* a user who was announced and then left: offline, once */
 	CHECK(pn_sessions_add(s, fc(&gone, "g1"), "g1", 500, 0) == 0);
-	CHECK(flush_all(s, &seq, 1006, &e) == 1 && e.retain[0] == 1);
+	CHECK(flush_all(s, &seq, 1006, &e) == 1);
 	CHECK(pn_sessions_depart(s, &gone) == 1);
 	CHECK(pn_sessions_add(s, fc(&a, "g1"), "g1", 500, 0) == 0); /* back before the flush */
-	CHECK(flush_all(s, &seq, 1007, &e) == 1 && strstr(e.json[0], "\"connections\":1") && e.retain[0] == 1);
+	CHECK(flush_all(s, &seq, 1007, &e) == 1 && strstr(e.json[0], "\"connections\":1"));
 	pn_sessions_reap(s);
 	CHECK(pn_sessions_remove(s, &a) == 1);
-	CHECK(flush_all(s, &seq, 1008, &e) == 1 && e.n == 2 && !strcmp(e.json[1], "(delete)"));
+	CHECK(flush_all(s, &seq, 1008, &e) == 1 && e.n == 1 && strstr(e.json[0], "\"connections\":0"));
 	CHECK(flush_all(s, &seq, 1009, &e) == 0);
+
+	test_pictures(s, &seq);
 
 	/* budget: at most that many snapshots per flush, the rest wait their turn in order */
 	for(i = 0; i < 10; i++){

@@ -170,13 +170,13 @@ def parse_receipt(raw: bytes) -> Receipt:
 
 
 class SessionSnapshot(_Wire):
-    """Retained on ``plantnotify/sessions/{userId}`` by the broker plugin.
+    """Published (not retained) on ``plantnotify/sessions/{userId}`` by the broker plugin when
+    the user's live connections change.
 
     ``connections`` is the number of live MQTT connections of the user on the broker boot
     ``boot_id``; a snapshot whose boot id is not the current one is stale (broker restarted).
-    When the last connection goes, the offline snapshot (``connections`` 0) is published
-    without retain and then the retained one is deleted (an empty retained message on the same
-    topic): no retained snapshot means offline.
+    When the last connection goes, the offline snapshot (``connections`` 0) is published. The
+    whole picture (who is online now) is a :class:`SessionsPicture`, sent on request.
     """
 
     user_id: str
@@ -195,6 +195,34 @@ class PersistentSessionOpened(_Wire):
     user_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     client_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,130}$")
     at: int = Field(ge=0)
+
+
+class SessionEntry(_Wire):
+    """One online user in a :class:`SessionsPicture`."""
+
+    user_id: str
+    connections: int = Field(ge=0)
+    client_ids: list[str] = Field(default_factory=list)
+
+
+class SessionsPicture(_Wire):
+    """One part of the whole picture, sent by the plugin to the service that asked for it on
+    ``$CONTROL/plantnotify/sessions`` (payload: its ``request_id``), on
+    ``plantnotify/broker/sessions``, to that client only.
+
+    Every online user of boot ``boot_id`` is in exactly one of the ``parts`` parts (numbered
+    from 1; at most 32, so they never overflow a client's queue); users in none are offline.
+    The picture is as of ``seq`` in the sequence of :class:`SessionSnapshot`: a snapshot with a
+    higher ``seq`` is newer than the picture, one with a lower or equal ``seq`` is not.
+    """
+
+    boot_id: str
+    request_id: str
+    seq: int = Field(ge=0)
+    at: int = 0  # unix seconds
+    part: int = Field(ge=1)
+    parts: int = Field(ge=1)
+    sessions: list[SessionEntry] = Field(default_factory=list)
 
 
 class ConnectCounts(_Wire):

@@ -12,13 +12,18 @@ Service topics (written by the Mosquitto plugin, readable only with role=service
     plantnotify/broker/revocations/resync  a BrokerBoot from an auth callout of the NATS engine
                                            (not retained): the API's feed re-sends every
                                            revocation in force, then SYNC <bootId>
-    plantnotify/sessions/{userId}          retained SessionSnapshot (live connections of a user)
+    plantnotify/sessions/{userId}          SessionSnapshot when a user's live connections change
+                                           (not retained; retained ones are leftovers of
+                                           earlier versions)
+    $CONTROL/plantnotify/sessions          a service asks for the whole picture (payload: its
+                                           request id; never retained)
+    plantnotify/broker/sessions            the SessionsPicture parts, sent to the asking client
+                                           only
     plantnotify/broker/persistent-sessions PersistentSessionOpened: a user's CONNECT without a
                                            clean start (QoS 1, never retained; the API caps
                                            persistent sessions per user with them)
-    plantnotify/bridges/{clientId}/sync    a bridge's own marker: published by the bridge to
-                                           itself after subscribing, so it knows the retained
-                                           replay before it has been read to the end
+    plantnotify/bridges/{clientId}/sync    a bridge's own topic (reserved; earlier versions
+                                           published a sync marker to themselves there)
 The plugin spells the service topics in C (mosquitto/plugin/plantnotify_plugin.c); the broker
 tests check both sides agree.
 """
@@ -42,6 +47,10 @@ BROKER_REVOCATIONS_TOPIC = "$CONTROL/plantnotify/revocations"
 # An auth callout (NATS engine) asking the feed for every revocation in force.
 BROKER_REVOCATIONS_RESYNC_TOPIC = f"{SERVICE_PREFIX}/broker/revocations/resync"
 SESSIONS = "sessions"
+# A service asks the plugin for every online user (payload: a request id); the parts come
+# back on BROKER_SESSIONS_TOPIC to that client alone.
+SESSIONS_REQUEST_TOPIC = "$CONTROL/plantnotify/sessions"
+BROKER_SESSIONS_TOPIC = f"{SERVICE_PREFIX}/broker/sessions"
 ALL_SESSIONS_FILTER = f"{SERVICE_PREFIX}/{SESSIONS}/+"
 BRIDGES = "bridges"
 

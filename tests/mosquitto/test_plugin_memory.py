@@ -20,7 +20,9 @@ import pytest
 
 from plantnotify.contracts.topics import (
     ALL_SESSIONS_FILTER,
+    BROKER_SESSIONS_TOPIC,
     BROKER_STATS_TOPIC,
+    SESSIONS_REQUEST_TOPIC,
     analysis_topic,
     receipts_topic,
     user_filter,
@@ -91,6 +93,14 @@ def exercise(b: BrokerHandle) -> None:
         connect(b.port, "mem1", b.token("mem1"), "mem1-extra")
     clients.append(connect(b.port, "mem1", b.token("mem1"), "mem1-0"))  # take-over
     svc.publish(analysis_topic("mem1", "e1"), b'{"n":1}', retain=True)
+    # The whole picture on request: twice (the newer id wins), a bad id, and from a user.
+    svc.publish(SESSIONS_REQUEST_TOPIC, b"mem-req-1")
+    svc.publish(SESSIONS_REQUEST_TOPIC, b"mem-req-2")
+    svc.publish(SESSIONS_REQUEST_TOPIC, b"not valid/" + b"x" * 100)
+    clients[0].publish(SESSIONS_REQUEST_TOPIC, b"user-req")
+    parts = [m for m in svc.drain(0.5) if m.topic == BROKER_SESSIONS_TOPIC]
+    assert parts and all(b'"requestId":"mem-req-2"' in m.payload for m in parts), parts
+    assert b'"userId":"mem1"' in parts[0].payload
     short = connect(b.port, "mem3", b.token("mem3", ttl=1), "mem3")  # kicked by TICK
     assert short.disconnected.wait(6)
     ws = connect(b.ws_port, "mem4", b.token("mem4"), "mem4", transport="websockets")
@@ -262,6 +272,9 @@ def test_no_plugin_leak_over_a_connect_disconnect_churn(
             if m.retain and m.topic.startswith("plantnotify/sessions/")
         ]
         assert not left, f"retained snapshots left for users with no connection: {left[:5]}"
+        watcher.publish(SESSIONS_REQUEST_TOPIC, b"after-churn")
+        parts = [m for m in watcher.drain(1.0) if m.topic == BROKER_SESSIONS_TOPIC]
+        assert len(parts) == 1 and b'"sessions":[]' in parts[0].payload, parts
     finally:
         watcher.close()
     b.stop()

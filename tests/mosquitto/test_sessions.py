@@ -1,11 +1,13 @@
-"""Session events for the bridge: retained SessionSnapshot per user, BrokerBoot per start.
+"""Session events for the bridge: a SessionSnapshot per change (never retained), the whole
+picture on request, BrokerBoot per start.
 
 Semantics checked here (the bridge relies on them):
 - every change of a user's live client ids yields a snapshot with a higher ``seq``;
 - a take-over (same client id) never shows the user offline, not even briefly;
-- a late subscriber rebuilds the picture from retained snapshots; a user's last connection
-  going ends in an offline snapshot (not retained) followed by the deletion of the retained one
-  (an empty retained message), so a late subscriber finds nothing for users who are offline;
+- the broker keeps nothing per user: snapshots are not retained, and a user's last connection
+  going ends in an offline snapshot; a late service asks for the whole picture
+  (``$CONTROL/plantnotify/sessions``) and gets every online user, in a few parts sent to it
+  alone, however many users are online (more than the 1,000 a retained replay got through);
 - after a restart (SIGTERM or SIGKILL) a new boot id is announced and snapshots carrying the
   old one are stale;
 - a connection that fails right after a successful BASIC_AUTH leaves no live connection.
@@ -23,10 +25,12 @@ from collections.abc import Callable
 
 import pytest
 
-from plantnotify.contracts.events import BrokerBoot, SessionSnapshot
+from plantnotify.contracts.events import BrokerBoot, SessionSnapshot, SessionsPicture
 from plantnotify.contracts.topics import (
     ALL_SESSIONS_FILTER,
     BROKER_BOOT_TOPIC,
+    BROKER_SESSIONS_TOPIC,
+    SESSIONS_REQUEST_TOPIC,
     analysis_topic,
     parse_topic,
     session_topic,
@@ -45,8 +49,9 @@ class SessionWatcher:
         assert self.client.subscribe(ALL_SESSIONS_FILTER) == [1]
         self.boots: list[BrokerBoot] = []
         self.snapshots: list[SessionSnapshot] = []
-        self.deleted: list[str] = []  # users whose retained snapshot was deleted
-        self.retained: list[SessionSnapshot] = []  # snapshots that came as retained (replay)
+        self.deleted: list[str] = []  # empty payloads on a session topic (there must be none)
+        self.retained: list[SessionSnapshot] = []  # snapshots that came as retained (none)
+        self.parts: list[SessionsPicture] = []  # picture parts sent to this client
 
     def _pump(self, timeout: float) -> None:
         try:
@@ -55,6 +60,8 @@ class SessionWatcher:
             return
         if msg.topic == BROKER_BOOT_TOPIC:
             self.boots.append(BrokerBoot.model_validate_json(msg.payload))
+        elif msg.topic == BROKER_SESSIONS_TOPIC:
+            self.parts.append(SessionsPicture.model_validate_json(msg.payload))
         else:
             ref = parse_topic(msg.topic)
             assert ref is not None and ref.kind == "session"
@@ -73,6 +80,17 @@ class SessionWatcher:
             self._pump(0.05)
         assert self.boots, "no retained BrokerBoot"
         return self.boots[-1]
+
+    def picture(self, request: str, timeout: float = 10.0) -> list[SessionsPicture]:
+        """Ask for the whole picture and collect every part of the answer."""
+        self.client.publish(SESSIONS_REQUEST_TOPIC, request.encode())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            mine = [p for p in self.parts if p.request_id == request]
+            if mine and len(mine) == mine[0].parts:
+                return sorted(mine, key=lambda p: p.part)
+            self._pump(0.05)
+        raise AssertionError(f"no whole picture for {request}; got {len(self.parts)} part(s)")
 
     def of(self, user: str) -> list[SessionSnapshot]:
         return [s for s in self.snapshots if s.user_id == user]
@@ -123,7 +141,8 @@ def test_snapshots_follow_connect_disconnect_and_takeover(broker: BrokerHandle) 
     a2.close()
     last = watcher.wait(user, _ids())
     watcher.settle(0.3)
-    assert watcher.deleted == [user], "offline: the retained snapshot is deleted, once"
+    assert watcher.deleted == [], "nothing retained, so nothing to delete"
+    assert watcher.retained == [], "snapshots are never retained"
     mine = watcher.of(user)
     assert [s.seq for s in mine] == sorted({s.seq for s in mine}), "seq strictly increases"
     assert all(s.boot_id == boot.boot_id for s in mine)
@@ -131,24 +150,70 @@ def test_snapshots_follow_connect_disconnect_and_takeover(broker: BrokerHandle) 
     watcher.close()
 
 
-def test_a_late_service_rebuilds_the_picture_from_retained_snapshots(broker: BrokerHandle) -> None:
+def test_a_late_service_gets_the_whole_picture_on_request(broker: BrokerHandle) -> None:
     user, gone = "sess2", "sess2gone"
     clients = [connect(broker.port, user, broker.token(user), f"{user}-{i}") for i in range(2)]
     g = connect(broker.port, gone, broker.token(gone), gone)
     g.close()
     time.sleep(0.5)  # a TICK or two
     late = SessionWatcher(broker, "svc-late")
+    other = SessionWatcher(broker, "svc-other")
     try:
         boot = late.boot()
-        snap = late.wait(user, _ids(f"{user}-0", f"{user}-1"))
-        assert snap.boot_id == boot.boot_id
         late.settle(0.3)
-        replayed = {s.user_id for s in late.retained}
-        assert user in replayed and gone not in replayed, "no retained snapshot of an offline user"
-        assert not late.of(gone)
+        assert late.snapshots == [], "no snapshot is retained: a late subscriber gets none"
+        parts = late.picture("req-1")
+        assert [p.part for p in parts] == [1] and parts[0].parts == 1
+        assert parts[0].boot_id == boot.boot_id
+        named = {e.user_id: e for e in parts[0].sessions}
+        assert gone not in named, "offline users are in no part"
+        assert named[user].connections == 2
+        assert named[user].client_ids == [f"{user}-0", f"{user}-1"]
+        other.settle(0.3)
+        assert other.parts == [], "the picture goes to the client that asked, only"
+        # After the picture, changes come as snapshots newer than it.
+        clients[0].close()
+        snap = late.wait(user, _ids(f"{user}-1"))
+        assert snap.seq > parts[0].seq
+        # A user token may not ask.
+        u = connect(broker.port, "sess2u", broker.token("sess2u"), "sess2u")
+        u.publish(SESSIONS_REQUEST_TOPIC, b"req-u")
+        late.settle(0.3)
+        assert not [p for p in late.parts + other.parts if p.request_id == "req-u"]
+        u.close()
     finally:
         for c in clients:
             c.close()
+        late.close()
+        other.close()
+
+
+def test_the_picture_names_every_online_user_beyond_the_queue_limit(
+    broker: BrokerHandle,
+) -> None:
+    """A retained replay got through ~1,020 snapshots (20 in flight + 1,000 queued); the
+    picture is a few parts, whatever the number of users."""
+    n = 1500
+    late = SessionWatcher(broker, "svc-many")  # first: its socket stays below 1024 for select()
+    socks: list[socket.socket] = []
+    try:
+        for i in range(n):
+            raw = RawClient(broker.port)
+            user = f"many{i}"
+            raw.send(connect_packet(user, user, broker.token(user)))
+            socks.append(raw.sock)
+        for sock in socks:  # every CONNACK read: all of them are authenticated
+            sock.settimeout(10)
+            assert sock.recv(4)[:2] == b"\x20\x02"
+        time.sleep(0.5)
+        parts = late.picture("req-many", timeout=20)
+        users = [e.user_id for p in parts for e in p.sessions]
+        assert len(users) == len(set(users))
+        assert {f"many{i}" for i in range(n)} <= set(users)
+        assert 1 <= len(parts) <= 32
+    finally:
+        for sock in socks:
+            sock.close()
         late.close()
 
 
@@ -287,11 +352,8 @@ def test_restart_announces_a_new_boot_and_old_snapshots_are_stale(
     assert boot2.started_at >= boot1.started_at
     watcher.settle(0.5)
     assert len(watcher.boots) == 1, "exactly one retained boot event: the current one"
-    # What survived the restart describes the previous boot: stale by its boot id.
-    for snap in watcher.of(user):
-        assert snap.boot_id == boot1.boot_id
-    if not kill:
-        assert watcher.of(user), "SIGTERM saved the retained snapshot (stale by boot id)"
+    # Nothing of the previous boot survives: snapshots are not retained.
+    assert all(s.boot_id == boot2.boot_id for s in watcher.of(user)), watcher.of(user)
     # The device reconnects; the new boot's snapshot is the truth again.
     assert c.disconnected.wait(5)
     c.client.loop_stop()
@@ -310,3 +372,5 @@ def test_session_topic_names_agree_with_the_contract() -> None:
     ).read_text()
     assert f'#define BOOT_TOPIC "{BROKER_BOOT_TOPIC}"' in source
     assert f'#define SESSIONS_TOPIC_PREFIX "{session_topic("x")[:-1]}"' in source
+    assert f'#define PICTURE_REQUEST_TOPIC "{SESSIONS_REQUEST_TOPIC}"' in source
+    assert f'#define PICTURE_TOPIC "{BROKER_SESSIONS_TOPIC}"' in source
