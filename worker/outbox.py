@@ -105,6 +105,15 @@ def fair_share(members: int) -> int:
     return math.ceil(OUTBOX_PARTITIONS / max(1, members))
 
 
+def _empty(sock: socket.socket) -> None:
+    """Read a wake-up socket dry."""
+    try:
+        while sock.recv(4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
 class _Failed(Exception):
     """A publish was refused or not acknowledged: stop, publish again later (in order)."""
 
@@ -129,7 +138,17 @@ class OutboxPublisher:
         options = mqtt_options
         if not any(topic == BROKER_BOOT_TOPIC for topic, _ in options.subscriptions):
             options.subscriptions.append((BROKER_BOOT_TOPIC, 1))
-        self.mqtt = MqttClient(options, on_message=self._on_mqtt_message, max_inflight=1000)
+        # PUBACKs (and failed publishes) poke this socket pair, so the publisher can wait for
+        # them and for new commits at once.
+        self._acks_r, self._acks_w = socket.socketpair()
+        self._acks_r.setblocking(False)
+        self._acks_w.setblocking(False)
+        self.mqtt = MqttClient(
+            options,
+            on_message=self._on_mqtt_message,
+            max_inflight=1000,
+            on_settled=self._acked_now,
+        )
         # Publishing lanes: the first connection (which also follows the broker's boot) and
         # more of the same identity, each with a client id of its own.
         self._lanes = [self.mqtt] + [
@@ -138,6 +157,7 @@ class OutboxPublisher:
                     options, client_id=f"{options.client_id}-{i}", subscriptions=[]
                 ),
                 max_inflight=1000,
+                on_settled=self._acked_now,
             )
             for i in range(1, max(1, connections))
         ]
@@ -179,8 +199,8 @@ class OutboxPublisher:
                 log.error("outbox publisher did not stop within %.0fs", timeout)
             self._thread = None
         self._stop_lanes()
-        self._wake_r.close()
-        self._wake_w.close()
+        for sock in (self._wake_r, self._wake_w, self._acks_r, self._acks_w):
+            sock.close()
 
     def _stop_lanes(self) -> None:
         for lane in self._lanes:
@@ -195,6 +215,10 @@ class OutboxPublisher:
     @property
     def connected(self) -> bool:
         return all(lane.is_connected for lane in self._lanes)
+
+    def _acked_now(self) -> None:
+        with contextlib.suppress(OSError):
+            self._acks_w.send(b"!")
 
     def wake(self) -> None:
         """Publish now (called right after an event commit in this process)."""
@@ -347,11 +371,7 @@ class OutboxPublisher:
                 conn.poll()  # raises if the connection (and so the leadership) is gone
                 conn.notifies.clear()
             if self._wake_r in readable:
-                try:
-                    while self._wake_r.recv(4096):
-                        pass
-                except BlockingIOError:
-                    pass
+                _empty(self._wake_r)
             if time.monotonic() >= self._next_rebalance:
                 self._rebalance()  # also checks the connection (and our locks) is alive
             done = self._step()
@@ -401,7 +421,13 @@ class OutboxPublisher:
                             cursor = rows[-1].seq
                             self._publish_rows(rows, inflight)
                 full = more and len(inflight) >= 2 * self._batch
-                # Caught up: wait for every PUBACK; pipeline full: for the oldest at least.
+                if not more and not self._more and inflight:
+                    # Caught up with PUBACKs still coming: mark rows as they are acknowledged,
+                    # but go and fetch at once when something new is committed meanwhile (it
+                    # must not wait for the previous events' PUBACKs and their mark).
+                    more = self._settle_until_work(inflight)
+                    continue
+                # Pipeline full: wait for the oldest PUBACK at least.
                 settled = self._settle(inflight, wait=not more, wait_first=full)
                 if settled:
                     self._mark(settled)
@@ -419,6 +445,37 @@ class OutboxPublisher:
             if settled and self._conn is not None:
                 with contextlib.suppress(psycopg2.Error):
                     self._mark(settled)
+
+    def _settle_until_work(self, inflight: deque[tuple[_Row, PublishHandle | None]]) -> bool:
+        """Mark rows as their PUBACKs arrive until none is in flight (False) or until this
+        process commits an event or a NOTIFY says another did (True: fetch again)."""
+        assert self._conn is not None
+        conn = self._conn
+        deadline = time.monotonic() + self._puback_timeout
+        while inflight and not self._stop.is_set():
+            settled = self._settle(inflight, wait=False)
+            if settled:
+                self._mark(settled)
+                continue
+            if conn.notifies:  # read off the socket by our own queries
+                conn.notifies.clear()
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._settle(inflight, wait=True)  # raises _Failed if still unacknowledged
+                continue
+            readable, _, _ = select.select([self._acks_r, self._wake_r, conn], [], [], left)
+            if self._acks_r in readable:
+                _empty(self._acks_r)
+            if conn in readable:
+                conn.poll()
+                if conn.notifies:
+                    conn.notifies.clear()
+                    return True
+            if self._wake_r in readable:
+                _empty(self._wake_r)
+                return True
+        return False
 
     def _publish_rows(
         self, rows: list[_Row], inflight: deque[tuple[_Row, PublishHandle | None]]

@@ -92,10 +92,15 @@ class MqttClient:
         on_message: Callable[[Message], None] | None = None,
         on_state: Callable[[ConnectionState], None] | None = None,
         max_inflight: int = 100,
+        on_settled: Callable[[], None] | None = None,
     ) -> None:
+        """``on_settled``: called (on the client's thread: keep it short) whenever a publish
+        handle completed, acknowledged or failed, so a caller can wait for that and for other
+        things at once."""
         self._opts = options
         self._on_message = on_message
         self._on_state = on_state
+        self._on_settled = on_settled
         self._inbox: queue.Queue[Message] = queue.Queue()
         self._lock = threading.Lock()
         self._publishes: dict[int, PublishHandle] = {}
@@ -335,6 +340,8 @@ class MqttClient:
             self._initial_sub = None
         for handle in pending:
             handle._resolve(MqttPublishError("connection lost before the acknowledgement"))
+        if pending:
+            self._settled()
         with contextlib.suppress(Exception):
             self._paho.socket() and self._paho.disconnect()
         self._set_state(ConnectionState.DISCONNECTED)
@@ -424,6 +431,14 @@ class MqttClient:
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
         self._acknowledged(self._publishes, mid, reason)
+        self._settled()
+
+    def _settled(self) -> None:
+        if self._on_settled is not None:
+            try:
+                self._on_settled()
+            except Exception:
+                log.exception("mqtt settled callback failed")
 
     def _handle_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
