@@ -41,9 +41,10 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def png_bomb(width: int = 7000, height: int = 7000) -> bytes:
-    """A valid 16-bit RGBA PNG of zeros: tiny on the wire, huge once decoded."""
+    """A valid 16-bit RGBA PNG of zeros: tiny on the wire, huge once decoded. (Run-length
+    deflate: as small as level 9 for zeros, in a sixth of the time.)"""
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
-    packer = zlib.compressobj(9)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
     row = b"\x00" * (1 + width * 8)
     body = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     return (
@@ -122,7 +123,7 @@ def test_worst_case_memory_is_bounded(tmp_path: Path, bomb: bytes) -> None:
     # at most MAX_CONCURRENT_DECODES are decoded together
     side = int((MAX_DECODED_BYTES // 4) ** 0.5)
     buf = io.BytesIO()
-    Image.new("RGBA", (side, side), (10, 200, 30, 255)).save(buf, "PNG")
+    Image.new("RGBA", (side, side), (10, 200, 30, 255)).save(buf, "PNG", compress_level=1)
     big = tmp_path / "big.png"
     big.write_bytes(buf.getvalue())
     result = _measure([big] * 6)
