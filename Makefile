@@ -49,9 +49,10 @@ test-plugin-churn: install services
 test-schemathesis: install services
 	@SCHEMATHESIS_MAX_EXAMPLES=300 $(VENV)/bin/pytest tests/api/test_schemathesis.py -q
 
-## test-fast: the unit tier only (no PostgreSQL, RabbitMQ or broker; tiers: tests/conftest.py)
+## test-fast: the unit tier only (no PostgreSQL, RabbitMQ or broker; tiers: tests/conftest.py),
+## under a minute; the Hypothesis and Schemathesis plugins stay unloaded (no unit test uses them)
 test-fast: venv web
-	@$(VENV)/bin/pytest -m unit -q $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -m unit -q -p no:schemathesis -p no:hypothesispytest $(PYTEST_ARGS)
 
 ## test-chaos: the NATS cluster under load while a node, a callout, a worker and a bridge die
 ## (sizes: PLANTNOTIFY_CHAOS_DEVICES / _RATE / _SECONDS; the issue's: 500 devices, 200/s)

@@ -45,7 +45,13 @@ SERVICE_FIXTURES = {
     "contract_mosquitto",
     "contract_nats",
 }
-SERVICE_PLACES = ("mosquitto/", "contract/", "plantnotify/broker/test_cli.py")
+# (the schemathesis run needs the API with its database, and its imports cost seconds)
+SERVICE_PLACES = (
+    "mosquitto/",
+    "contract/",
+    "plantnotify/broker/test_cli.py",
+    "api/test_schemathesis.py",
+)
 
 
 def tier_of(item: pytest.Item) -> str:
@@ -61,6 +67,22 @@ def tier_of(item: pytest.Item) -> str:
     if fixtures & SERVICE_FIXTURES or place.startswith(SERVICE_PLACES):
         return "services"
     return "unit"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A unit-tier run (``-m unit``: make test-fast) does not import the modules whose place alone
+    makes every test in them ``services`` or ``e2e`` (they would all be deselected anyway)."""
+    if config.getoption("markexpr") != "unit":
+        return None
+    try:
+        place = collection_path.resolve().relative_to(TESTS).as_posix()
+    except ValueError:
+        return None
+    if collection_path.is_dir():
+        place += "/"
+    if any(p in place for p in E2E_PLACES) or place.startswith(SERVICE_PLACES):
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
