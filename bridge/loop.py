@@ -81,6 +81,8 @@ class Loop:
         # Set by the MQTT thread when it woke the loop for queued events; cleared by the loop
         # before it takes them, so an event queued after that always wakes it again.
         self._events_woken = False
+        # Users whose last connection went in this batch (a mass disconnect is one statement).
+        self._gone: list[str] = []
 
     def put(self, item: Item) -> None:
         """Any thread: hand a message, a connection change or a wake-up to the loop."""
@@ -115,6 +117,10 @@ class Loop:
             if self._stop.is_set():
                 break
             try:
+                if self._gone:
+                    gone, self._gone = self._gone, []
+                    if self.intake.went_offline(gone, utcnow()):
+                        self._dirty = True
                 self._events_woken = False
                 due = self.intake.take_in_arrivals(utcnow())
                 self._due(due)
@@ -177,9 +183,7 @@ class Loop:
     def _route(self, msg: Message) -> None:
         update = self.presence.route(msg)
         if update is not None:
-            for user_id in update.offline:
-                if self.intake.went_offline(user_id, utcnow()):
-                    self._dirty = True
+            self._gone.extend(update.offline)  # expedited together, after the batch
             if update.synced:
                 self._in_sync()
             return
