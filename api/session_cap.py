@@ -12,7 +12,7 @@ queue and subscriptions included. So:
 - each API process (this module: a thread and a service MQTT connection, user ``svc-api``)
   records them in ``mqtt_persistent_sessions`` (client id → user, latest CONNECT);
 - when a user has more than the cap, the oldest sessions that are not connected right now
-  (the user's retained ``SessionSnapshot``, read with a fence so its absence means offline) are
+  (the plugin's whole picture of online users, asked for once per user over the cap) are
   ended: the row is deleted, then the API connects with that client id, a clean start and a
   token of that user minted here, and disconnects; the deletion commits only once that CONNECT
   was accepted, together with an ``mqtt_session_evicted`` audit entry. With several API
@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api import audit, store
 from plantnotify.contracts import topics
 from plantnotify.contracts.claims import mint_mqtt_token
-from plantnotify.contracts.events import BrokerBoot, PersistentSessionOpened, SessionSnapshot
+from plantnotify.contracts.events import PersistentSessionOpened, SessionsPicture
 from plantnotify.logs import get_logger
 from plantnotify.mqtt import ConnectOptions, Credentials, Message, MqttClient, MqttError
 from plantnotify.service_mqtt import service_connect_options
@@ -51,7 +51,7 @@ log = get_logger("plantnotify.api.session_cap")
 
 TAKEOVER_TOKEN_SECONDS = 60
 CONNECT_TIMEOUT_SECONDS = 5.0
-FENCE_TIMEOUT_SECONDS = 5.0
+PICTURE_TIMEOUT_SECONDS = 10.0
 MAX_PENDING_NOTICES = 10_000
 
 
@@ -185,34 +185,34 @@ def take_over(settings: Settings, user: str, client_id: str) -> None:
 
 
 def live_client_ids(settings: Settings, user: str) -> set[str]:
-    """The client ids of ``user`` connected now, from the plugin's retained SessionSnapshot of
-    the current broker boot. A fence message published after subscribing arrives after the
-    retained ones, so no snapshot before it means none is retained: the user is offline."""
-    fence = f"{topics.SERVICE_PREFIX}/api/fence-{secrets.token_hex(8)}"
-    subscriptions = [(topics.BROKER_BOOT_TOPIC, 1), (topics.session_topic(user), 1), (fence, 1)]
+    """The client ids of ``user`` connected now: the plugin's whole picture of online users,
+    asked for on ``$CONTROL/plantnotify/sessions`` and sent to this client alone in parts; a
+    user in none of the parts is offline. Raises MqttError when no whole picture comes back."""
+    request_id = secrets.token_hex(8)
+    subscriptions = [(topics.BROKER_SESSIONS_TOPIC, 1)]
     client = MqttClient(service_connect_options(settings, "api", subscriptions=subscriptions))
     client.start()
-    boot: str | None = None
-    snapshot: SessionSnapshot | None = None
+    parts: dict[int, SessionsPicture] = {}
     try:
         client.wait_connected(CONNECT_TIMEOUT_SECONDS)
-        marker = secrets.token_hex(8).encode()
-        client.publish(fence, marker, qos=1)
-        deadline = time.monotonic() + FENCE_TIMEOUT_SECONDS
+        client.publish(topics.SESSIONS_REQUEST_TOPIC, request_id.encode(), qos=1)
+        deadline = time.monotonic() + PICTURE_TIMEOUT_SECONDS
         while (left := deadline - time.monotonic()) > 0:
             message = client.get_message(timeout=left)
-            if message is None:
-                break
-            if message.topic == fence and message.payload == marker:
-                if boot is None:
-                    raise MqttError("the broker's boot message is missing")
-                if snapshot is None or snapshot.boot_id != boot:
-                    return set()
-                return set(snapshot.client_ids)
-            if message.topic == topics.BROKER_BOOT_TOPIC and message.payload:
-                boot = BrokerBoot.model_validate_json(message.payload).boot_id
-            elif message.topic == topics.session_topic(user) and message.payload:
-                snapshot = SessionSnapshot.model_validate_json(message.payload)
-        raise MqttError(f"no fence back within {FENCE_TIMEOUT_SECONDS} s")
+            if message is None or message.topic != topics.BROKER_SESSIONS_TOPIC:
+                continue
+            part = SessionsPicture.model_validate_json(message.payload)
+            if part.request_id != request_id:
+                continue
+            parts[part.part] = part
+            if len(parts) == part.parts:
+                return {
+                    client_id
+                    for p in parts.values()
+                    for entry in p.sessions
+                    if entry.user_id == user
+                    for client_id in entry.client_ids
+                }
+        raise MqttError(f"no whole sessions picture within {PICTURE_TIMEOUT_SECONDS} s")
     finally:
         client.stop()
