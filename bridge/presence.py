@@ -4,8 +4,9 @@ A presence source answers ``live(user_id)`` (``None`` while not in sync: unknown
 arrives in the bridge loop's inbox into a :class:`PresenceUpdate` (users who went offline, and
 whether that put it in sync). Two implementations, one per engine:
 
-* :class:`BrokerPresence` (Mosquitto): the plugin's per-user session snapshots and broker
-  boots on the bridge's MQTT connection; after subscribing it asks the plugin for the whole
+* :class:`BrokerPresence` (Mosquitto): the plugin's session changes (every TICK's snapshots in
+  one message) and broker boots on the bridge's MQTT connection; after subscribing it asks the
+  plugin for the whole
   picture (``$CONTROL/plantnotify/sessions``), which comes back to this client alone in a few
   numbered parts: in sync once every part of the answer to its own request is in; the picture
   itself (:class:`bridge.sessions.SessionPicture`) is pure;
@@ -17,7 +18,6 @@ Confined to the bridge's loop thread (a source's own I/O thread only posts to th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import threading
@@ -27,10 +27,15 @@ from typing import Protocol
 
 from bridge import metrics
 from bridge.sessions import SessionPicture
-from plantnotify.contracts.events import BrokerBoot, SessionSnapshot, SessionsPicture
+from plantnotify.contracts.events import (
+    BrokerBoot,
+    SessionChanges,
+    SessionSnapshot,
+    SessionsPicture,
+)
 from plantnotify.contracts.topics import (
-    ALL_SESSIONS_FILTER,
     BROKER_BOOT_TOPIC,
+    BROKER_SESSION_CHANGES_TOPIC,
     BROKER_SESSIONS_TOPIC,
     SESSIONS_REQUEST_TOPIC,
     parse_topic,
@@ -79,10 +84,12 @@ class PresenceSource(Protocol):
 
 
 def broker_presence_filters(sync_topic: str) -> list[tuple[str, int]]:
-    """What :class:`BrokerPresence` needs on the bridge's MQTT connection. (The picture parts
-    are sent to this client alone: no subscription; ``sync_topic`` is no longer needed.)"""
+    """What :class:`BrokerPresence` needs on the bridge's MQTT connection: the changes, not the
+    per-user topics (one message per user overflowed the bridge's queue in a mass disconnect).
+    The picture parts are sent to this client alone: no subscription; ``sync_topic`` is no
+    longer needed."""
     del sync_topic
-    return [(BROKER_BOOT_TOPIC, 1), (ALL_SESSIONS_FILTER, 1)]
+    return [(BROKER_BOOT_TOPIC, 1), (BROKER_SESSION_CHANGES_TOPIC, 1)]
 
 
 class BrokerPresence:
@@ -103,14 +110,14 @@ class BrokerPresence:
     def route(self, msg: Message) -> PresenceUpdate | None:
         if msg.topic == BROKER_SESSIONS_TOPIC:
             return self.picture_part(msg.payload)
+        if msg.topic == BROKER_SESSION_CHANGES_TOPIC:
+            return self.changes(msg.payload)
         if msg.topic == BROKER_BOOT_TOPIC:
             self.boot(msg.payload)
             return PresenceUpdate()
         ref = parse_topic(msg.topic)
         if ref is None or ref.kind != "session":
             return None
-        if msg.retain and msg.payload:
-            self.clear_leftover(msg.topic)
         went_offline = self.snapshot(ref.user_id, msg.payload)
         return PresenceUpdate(offline=(ref.user_id,) if went_offline else ())
 
@@ -185,11 +192,16 @@ class BrokerPresence:
         self.update_gauges()
         return went_offline
 
-    def clear_leftover(self, topic: str) -> None:
-        """A retained snapshot: left by an earlier plugin version (this one retains none).
-        Delete it, so the broker stops keeping a message per user that was ever online."""
-        with contextlib.suppress(MqttError):  # if it fails, the next bridge start tries again
-            self._mqtt.publish(topic, b"", qos=1, retain=True)
+    def changes(self, payload: bytes) -> PresenceUpdate:
+        """One TICK's snapshots, oldest first."""
+        try:
+            changes = SessionChanges.model_validate_json(payload)
+        except ValueError:
+            log.warning("malformed session changes ignored")
+            return PresenceUpdate()
+        gone = [s.user_id for s in changes.sessions if self.picture.on_snapshot(s)]
+        self.update_gauges()
+        return PresenceUpdate(offline=tuple(gone))
 
     # --- being in sync --------------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ Mosquitto variants from the same configuration file, one after the other (see
 ``bench.stack``): ``plain`` (anonymous: what an idle connection costs Mosquitto
 itself), ``plain_jwt`` (the same, but clients send our JWTs as passwords, which Mosquitto keeps
 per connection), ``password_file`` (Mosquitto's own PBKDF2 password file) and ``plugin`` (ours:
-JWT, per-user ACL, session tracking with a retained snapshot per user), with one connection per
-user (the worst case for the per-user snapshot) and with five per user (the most the plugin
-allows; the snapshot is shared).
+JWT, per-user ACL, session tracking: per-user records, snapshots published but not retained), with
+one connection per user (the worst case for the per-user records) and with five per user (the
+most the plugin allows; the user's record is shared).
 
 1. Idle: N connections spread over agent processes (each process may hold at most 20,000
    open files here, the broker included, which caps one broker just below 20,000

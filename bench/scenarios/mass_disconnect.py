@@ -1,12 +1,14 @@
 """Mass disconnect: publish → subscribe latency while thousands of connections drop at once.
 
 A load balancer restart drops every idle device at the same moment. With the plugin, each
-user whose last connection went gets a session snapshot (offline) and the deletion of the
-retained one; the plugin paces them (``snapshots_per_second``) so the messages of the users
+user whose last connection went gets a session snapshot (offline, not retained); the plugin
+paces them (``snapshots_per_second``) so the messages of the users
 still connected keep their latency. Per broker (plain Mosquitto, anonymous; ours with the
 plugin), in the same run: N idle connections (one per user), a publisher sending retained QoS-1
 events at 500/s to 10 subscribed users, p99 over a quiet window, then p99 over a window in
-which all N idle connections are closed at once.
+which all N idle connections are closed at once. With the plugin, a service follows
+``plantnotify/broker/session-changes`` (as the bridge does) and receives the offline snapshots
+meanwhile; how many reached it, in how many messages, is reported.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from bench.results import ScenarioResult
 from bench.running import RunningBroker
 from bench.stats import ratio
 from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
+from plantnotify.contracts.events import SessionChanges
+from plantnotify.contracts.topics import BROKER_SESSION_CHANGES_TOPIC
+from plantnotify.mqtt import ConnectOptions, Credentials, Message, MqttClient
 
 NAME = "mass_disconnect"
 TITLE = "Publish → subscribe p99 while N connections disconnect at once"
@@ -56,6 +61,33 @@ def _hold(ctx: BenchContext, broker: RunningBroker, n: int, creds: dict[str, Any
     if opened < n * 0.99:
         raise RuntimeError(f"only {opened} of {n} idle connections opened on {broker.name}")
     return agents
+
+
+class PresenceWatcher:
+    """A service connection following the session changes like the bridge, counting."""
+
+    def __init__(self, broker: RunningBroker, token: str) -> None:
+        self.snapshots = 0
+        self.messages = 0
+        self.client = MqttClient(
+            ConnectOptions(
+                host="127.0.0.1",
+                port=broker.port,
+                client_id="bench-md-presence",
+                credentials=lambda: Credentials("bench-md-presence", token),
+                subscriptions=[(BROKER_SESSION_CHANGES_TOPIC, 1)],
+            ),
+            on_message=self._count,
+        ).start()
+        self.client.wait_connected(timeout=10)
+
+    def _count(self, msg: Message) -> None:
+        # One paho thread: no lock needed for counters read afterwards.
+        self.messages += 1
+        self.snapshots += len(SessionChanges.model_validate_json(msg.payload).sessions)
+
+    def stop(self) -> None:
+        self.client.stop()
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
@@ -94,6 +126,13 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             device_credentials=device,
             transports=("tcp",),
         )
+        watcher = (
+            PresenceWatcher(
+                broker, mint_mqtt_token(signer, "bench-md-presence", 3600, service=True)
+            )
+            if kind == "plugin"
+            else None
+        )
         ctx.step(f"{kind}: {n} idle connections")
         agents = _hold(ctx, broker, n, creds)
         rig.run(rate=200, seconds=1.0, key_prefix="warm")
@@ -111,6 +150,11 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         samples = dropping.pop("_samples")
         for agent in agents:
             agent.recv(timeout=120)
+        if watcher is not None:
+            time.sleep(n / 2000 + 1)  # snapshots_per_second (2,000): the last ones are out
+            result.metrics["plugin_presence_snapshots_received"] = watcher.snapshots
+            result.metrics["plugin_presence_messages_received"] = watcher.messages
+            watcher.stop()
         result.series[f"{kind}_drop_samples"] = [round(x, 4) for x in samples["tcp"]]
         out[kind] = {"quiet": quiet, "dropping": dropping}
         for window, step in (("quiet", quiet), ("drop", dropping)):

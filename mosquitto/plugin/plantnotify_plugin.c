@@ -14,9 +14,11 @@
  *   revocation_sync_timeout, max_revocations. Revoked tokens: revocations.c, fed by the API on
  *   $CONTROL/plantnotify/revocations (CONTROL event, service connections only).
  * Presence: per-user SessionSnapshots on plantnotify/sessions/{user} when a user's connections
- * change (not retained: the broker holds nothing per user for them), and the whole picture on
- * request ($CONTROL/plantnotify/sessions, service connections only), sent to the requester
- * alone on plantnotify/broker/sessions in at most PICTURE_MAX_PARTS messages.
+ * change, and the same snapshots of one TICK together in one message on
+ * plantnotify/broker/session-changes (what the bridge follows: a mass disconnect is a few dozen
+ * messages, not one per user); none retained: the broker holds nothing per user for them. The
+ * whole picture on request ($CONTROL/plantnotify/sessions, service connections only), sent to
+ * the requester alone on plantnotify/broker/sessions in at most PICTURE_MAX_PARTS messages.
  * Unknown or invalid options stop the broker with a log line saying what to fix.
  */
 #include <errno.h>
@@ -46,6 +48,10 @@
 #define REVOCATIONS_TOPIC "$CONTROL/plantnotify/revocations"
 #define PICTURE_REQUEST_TOPIC "$CONTROL/plantnotify/sessions"
 #define PICTURE_TOPIC "plantnotify/broker/sessions"
+#define CHANGES_TOPIC "plantnotify/broker/session-changes"
+#define FLUSH_SECONDS 0.1
+/* A changes message past this size is sent at once and another one started. */
+#define CHANGES_MAX_BYTES (256 * 1024)
 /*
  * A picture goes to its requester in at most this many messages (QoS 1), whatever the number of
  * users: far below max_queued_messages (1,000) + max_inflight_messages, so none is dropped for a
@@ -85,6 +91,12 @@ typedef struct picture_request {
 	char request_id[PICTURE_REQUEST_ID_MAX + 1];
 } picture_request;
 
+/* The snapshots of one TICK, as one message: {"bootId","sessions":[SessionSnapshot, ...]}. */
+typedef struct changes {
+	char *text;
+	size_t len, cap, count;
+} changes;
+
 typedef struct plugin_state {
 	mosquitto_plugin_id_t *id;
 	pn_token_config token;
@@ -108,6 +120,7 @@ typedef struct plugin_state {
 	time_t next_revocation_prune;
 	picture_request requests[PICTURE_MAX_REQUESTS];
 	size_t request_count;
+	changes changes;
 } plugin_state;
 
 /* ------------------------------------------------------------------ helpers */
@@ -201,17 +214,68 @@ static void publish_stats(plugin_state *st, time_t now)
 	st->stats_dirty = 0;
 }
 
-/* A user's snapshot, to the live subscribers only (never retained). */
+/* Publishes the changes collected so far (if any) and starts over. */
+static void send_changes(plugin_state *st)
+{
+	changes *c = &st->changes;
+	int rc;
+	if(c->count == 0) return;
+	memcpy(c->text + c->len, "]}", 3); /* room kept by changes_add */
+	c->len += 2;
+	rc = mosquitto_broker_publish_copy(NULL, CHANGES_TOPIC, (int)c->len, c->text, 1, false, NULL);
+	if(rc != MOSQ_ERR_SUCCESS){
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "could not publish %s (error %d)", CHANGES_TOPIC, rc);
+	}
+	c->len = c->count = 0;
+	if(c->cap > 64 * 1024){ /* a burst's buffer is not kept */
+		free(c->text);
+		c->text = NULL;
+		c->cap = 0;
+	}
+}
+
+/* Appends one snapshot to this TICK's changes message. */
+static void changes_add(plugin_state *st, const char *json)
+{
+	changes *c = &st->changes;
+	size_t n = strlen(json), need;
+	char *p;
+	if(c->len + n > CHANGES_MAX_BYTES) send_changes(st);
+	need = c->len + n + sizeof(st->boot_id) + 32; /* prefix or comma, json, "]}" */
+	if(need > c->cap){
+		size_t cap = c->cap ? c->cap : 4096;
+		while(cap < need) cap *= 2;
+		p = realloc(c->text, cap);
+		if(!p){
+			mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "out of memory: a session change not sent on %s",
+					CHANGES_TOPIC);
+			return;
+		}
+		c->text = p;
+		c->cap = cap;
+	}
+	if(c->count == 0){
+		c->len = (size_t)snprintf(c->text, c->cap, "{\"bootId\":\"%s\",\"sessions\":[", st->boot_id);
+	}else{
+		c->text[c->len++] = ',';
+	}
+	memcpy(c->text + c->len, json, n + 1);
+	c->len += n;
+	c->count++;
+}
+
+/* A user's snapshot: on its own topic, and into this TICK's changes (never retained). */
 static void emit_snapshot(const char *user, const char *json, void *ctx)
 {
+	plugin_state *st = ctx;
 	char topic[sizeof(SESSIONS_TOPIC_PREFIX) + PN_USER_ID_MAX];
 	int rc;
-	(void)ctx;
 	snprintf(topic, sizeof(topic), SESSIONS_TOPIC_PREFIX "%s", user);
 	rc = mosquitto_broker_publish_copy(NULL, topic, (int)strlen(json), json, 1, false, NULL);
 	if(rc != MOSQ_ERR_SUCCESS){
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "could not publish %s (error %d)", topic, rc);
 	}
+	changes_add(st, json);
 }
 
 static const char *client_id_of(const void *client)
@@ -220,6 +284,14 @@ static const char *client_id_of(const void *client)
 }
 
 /* Snapshots allowed now: a token bucket of snapshot_rate per second, bursts of a tenth of it. */
+/* Seconds since the last flush (TICK fires on every pass of the broker's loop: often). */
+static double since_flush(const plugin_state *st)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - st->last_flush.tv_sec) + (double)(now.tv_nsec - st->last_flush.tv_nsec) / 1e9;
+}
+
 static size_t snapshot_budget(plugin_state *st)
 {
 	struct timespec now;
@@ -578,8 +650,12 @@ static int on_tick(int event, void *event_data, void *userdata)
 	}
 	/* Connections that reached this point either completed CONNECT or already disconnected. */
 	if(pn_sessions_pending(st->sessions)){
-		pn_sessions_flush(st->sessions, st->boot_id, &st->seq, (long long)now, snapshot_budget(st),
-				emit_snapshot, st);
+		/* At most FLUSH_SECONDS apart: a burst becomes a few changes messages, not one per pass. */
+		if(since_flush(st) >= FLUSH_SECONDS){
+			pn_sessions_flush(st->sessions, st->boot_id, &st->seq, (long long)now, snapshot_budget(st),
+					emit_snapshot, st);
+			send_changes(st); /* before any picture: its seq is higher than every change in it */
+		}
 	}else{
 		snapshot_budget(st); /* keeps the bucket's clock current */
 	}
@@ -704,6 +780,7 @@ static void state_free(plugin_state *st)
 		}
 	}
 	for(i = 0; i < (int)st->request_count; i++) free(st->requests[i].client_id);
+	free(st->changes.text);
 	pn_sessions_free(st->sessions);
 	pn_rev_free(st->revocations);
 	pn_config_free(&st->token);

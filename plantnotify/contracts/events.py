@@ -197,6 +197,15 @@ class PersistentSessionOpened(_Wire):
     at: int = Field(ge=0)
 
 
+class SessionChanges(_Wire):
+    """Published (not retained) on ``plantnotify/broker/session-changes`` by the plugin: the
+    snapshots of one TICK (also published one by one on ``plantnotify/sessions/{userId}``),
+    oldest first, so a follower gets a burst of changes as a few messages."""
+
+    boot_id: str
+    sessions: list[SessionSnapshot] = Field(default_factory=list)
+
+
 class SessionEntry(_Wire):
     """One online user in a :class:`SessionsPicture`."""
 

@@ -19,6 +19,8 @@ Service topics (written by the Mosquitto plugin, readable only with role=service
                                            request id; never retained)
     plantnotify/broker/sessions            the SessionsPicture parts, sent to the asking client
                                            only
+    plantnotify/broker/session-changes     SessionChanges: one TICK's SessionSnapshots in one
+                                           message (not retained; what the bridge follows)
     plantnotify/broker/persistent-sessions PersistentSessionOpened: a user's CONNECT without a
                                            clean start (QoS 1, never retained; the API caps
                                            persistent sessions per user with them)
@@ -51,6 +53,9 @@ SESSIONS = "sessions"
 # back on BROKER_SESSIONS_TOPIC to that client alone.
 SESSIONS_REQUEST_TOPIC = "$CONTROL/plantnotify/sessions"
 BROKER_SESSIONS_TOPIC = f"{SERVICE_PREFIX}/broker/sessions"
+# Every snapshot of one plugin TICK in one message: a mass disconnect is a few dozen messages
+# for the bridge instead of one per user (which overflowed a subscriber's queue).
+BROKER_SESSION_CHANGES_TOPIC = f"{SERVICE_PREFIX}/broker/session-changes"
 ALL_SESSIONS_FILTER = f"{SERVICE_PREFIX}/{SESSIONS}/+"
 BRIDGES = "bridges"
 

@@ -25,10 +25,16 @@ from collections.abc import Callable
 
 import pytest
 
-from plantnotify.contracts.events import BrokerBoot, SessionSnapshot, SessionsPicture
+from plantnotify.contracts.events import (
+    BrokerBoot,
+    SessionChanges,
+    SessionSnapshot,
+    SessionsPicture,
+)
 from plantnotify.contracts.topics import (
     ALL_SESSIONS_FILTER,
     BROKER_BOOT_TOPIC,
+    BROKER_SESSION_CHANGES_TOPIC,
     BROKER_SESSIONS_TOPIC,
     SESSIONS_REQUEST_TOPIC,
     analysis_topic,
@@ -47,6 +53,8 @@ class SessionWatcher:
         self.client = connect(broker.port, name, broker.token(name, service=True), name)
         assert self.client.subscribe(BROKER_BOOT_TOPIC) == [1]
         assert self.client.subscribe(ALL_SESSIONS_FILTER) == [1]
+        assert self.client.subscribe(BROKER_SESSION_CHANGES_TOPIC) == [1]
+        self.changes: list[SessionChanges] = []  # every TICK's snapshots, one message each
         self.boots: list[BrokerBoot] = []
         self.snapshots: list[SessionSnapshot] = []
         self.deleted: list[str] = []  # empty payloads on a session topic (there must be none)
@@ -62,6 +70,8 @@ class SessionWatcher:
             self.boots.append(BrokerBoot.model_validate_json(msg.payload))
         elif msg.topic == BROKER_SESSIONS_TOPIC:
             self.parts.append(SessionsPicture.model_validate_json(msg.payload))
+        elif msg.topic == BROKER_SESSION_CHANGES_TOPIC:
+            self.changes.append(SessionChanges.model_validate_json(msg.payload))
         else:
             ref = parse_topic(msg.topic)
             assert ref is not None and ref.kind == "session"
@@ -147,6 +157,10 @@ def test_snapshots_follow_connect_disconnect_and_takeover(broker: BrokerHandle) 
     assert [s.seq for s in mine] == sorted({s.seq for s in mine}), "seq strictly increases"
     assert all(s.boot_id == boot.boot_id for s in mine)
     assert first.at <= last.at
+    # The same snapshots, in the same order, on the changes topic.
+    changed = [c for m in watcher.changes for c in m.sessions if c.user_id == user]
+    assert changed == mine
+    assert all(m.boot_id == boot.boot_id for m in watcher.changes)
     watcher.close()
 
 
@@ -215,6 +229,44 @@ def test_the_picture_names_every_online_user_beyond_the_queue_limit(
         for sock in socks:
             sock.close()
         late.close()
+
+
+def test_a_mass_disconnect_is_a_few_changes_messages(broker: BrokerHandle) -> None:
+    """Hundreds of users leaving at once: every offline snapshot reaches a QoS-1 follower of
+    the changes topic, in a few messages (one per TICK), not one message per user."""
+    n = 600
+    watcher = SessionWatcher(broker, "svc-mass")
+    socks: list[socket.socket] = []
+    try:
+        for i in range(n):
+            raw = RawClient(broker.port)
+            user = f"mass{i}"
+            raw.send(connect_packet(user, user, broker.token(user)))
+            socks.append(raw.sock)
+        for sock in socks:
+            sock.settimeout(10)
+            assert sock.recv(4)[:2] == b"\x20\x02"
+        watcher.settle(1.0)
+        before = len(watcher.changes)
+        for sock in socks:
+            _sigkill_rst(sock)
+        socks.clear()
+        deadline = time.monotonic() + 15
+        offline: set[str] = set()
+        while time.monotonic() < deadline and len(offline) < n:
+            watcher.settle(0.2)
+            offline = {
+                c.user_id
+                for m in watcher.changes[before:]
+                for c in m.sessions
+                if c.connections == 0 and c.user_id.startswith("mass")
+            }
+        assert len(offline) == n
+        assert len(watcher.changes) - before <= n // 20, "one message per TICK, not per user"
+    finally:
+        for sock in socks:
+            sock.close()
+        watcher.close()
 
 
 def _sigkill_rst(sock: socket.socket) -> None:
@@ -374,3 +426,4 @@ def test_session_topic_names_agree_with_the_contract() -> None:
     assert f'#define SESSIONS_TOPIC_PREFIX "{session_topic("x")[:-1]}"' in source
     assert f'#define PICTURE_REQUEST_TOPIC "{SESSIONS_REQUEST_TOPIC}"' in source
     assert f'#define PICTURE_TOPIC "{BROKER_SESSIONS_TOPIC}"' in source
+    assert f'#define CHANGES_TOPIC "{BROKER_SESSION_CHANGES_TOPIC}"' in source
