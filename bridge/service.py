@@ -128,7 +128,12 @@ class Bridge:
                 subscriptions=[
                     *presence_filters,
                     (ALL_RECEIPTS_FILTER, 1),
-                    (ALL_ANALYSES_FILTER, 1),
+                    # QoS 0: every user's events, thousands a second, are a fast hint that the
+                    # sweep of the events table backs up (the durable path). At QoS 1 the
+                    # broker keeps at most max_inflight_messages (20) unacknowledged, so the
+                    # intake ran at the pace of PUBACK round trips through a busy Python
+                    # process, and beyond max_queued_messages the broker dropped them anyway.
+                    (ALL_ANALYSES_FILTER, 0),
                 ],
                 # Events are retained for days: replaying all of them on every (re)connect
                 # only to skip them delayed the sync (and so every push decision) by minutes

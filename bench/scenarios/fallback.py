@@ -165,8 +165,8 @@ def _direct_baseline(settings: Settings, emulator: str, count: int, threads: int
 
 
 def run(ctx: BenchContext, result: ScenarioResult) -> None:
-    alone_rate, alone_seconds = ctx.pick((20, 1.0), (10, 20.0))
-    online_rate, offline_rate, mixed_seconds = ctx.pick((300, 20, 2.0), (2000, 100, 20.0))
+    alone_rate, alone_seconds = ctx.pick((20, 1.0), (10, 10.0))
+    online_rate, offline_rate, mixed_seconds = ctx.pick((300, 20, 2.0), (2000, 100, 10.0))
     burst = ctx.pick(60, 1000)
     ctx.step("database, vhost, broker, worker")
     stack = our_stack(ctx)
