@@ -1,15 +1,17 @@
 """Chaos on the NATS cluster (opt-in: ``make test-chaos``; sizes from the environment).
 
 Under a steady stream of analyses with connected devices (persistent sessions, spread over
-the three nodes), SIGKILL one NATS node (the one the services connect to first), one auth
-callout, one worker and one bridge, all at once. Then: no analysis lost (all Completed), no
-terminal event missing on any device's persistent session, every device reconnected. The
-longest gap a device saw and when the last one recovered are printed (and written to
-``$PLANTNOTIFY_CHAOS_REPORT`` when set).
+the three nodes), SIGKILL one NATS node (the one the services connect to first), then one auth
+callout, one worker and one bridge, each in its own window of the load. Then: no analysis lost
+(all Completed), no terminal event missing on any device's persistent session, every device
+reconnected. Per kill the report has the device gaps that began in its window (the longest,
+when the last device was back), queue → device latency of the analyses queued in it, and the
+refused CONNECTs of a probe that connects all along; it is printed and written to
+``$PLANTNOTIFY_CHAOS_REPORT`` when set (``plantnotify bench --scenario chaos`` does).
 
     PLANTNOTIFY_CHAOS_DEVICES   devices (2 per user), default 60; the issue's size: 500
     PLANTNOTIFY_CHAOS_RATE      analyses per second, default 20; the issue's size: 200
-    PLANTNOTIFY_CHAOS_SECONDS   seconds of load (the kill comes at a third), default 9
+    PLANTNOTIFY_CHAOS_SECONDS   seconds of load (6 windows: before, 4 kills, after), default 12
 """
 
 from __future__ import annotations
@@ -35,16 +37,8 @@ from devtools.world import make_analysis, sessions_for, settings_env, with_overr
 from plantnotify.amqp.topology import declare_topology
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.contracts.queues import ANALYSIS_QUEUE, AnalysisJob
-from plantnotify.contracts.topics import analyses_filter
-from plantnotify.mqtt import (
-    ConnectionState,
-    ConnectOptions,
-    Credentials,
-    Message,
-    MqttClient,
-    MqttSubscribeError,
-)
 from plantnotify.settings import Settings
+from tests.chaos.devices import PER_HOST, DeviceHost
 from tests.support.fake_n8n import FakeN8n
 from tests.support.nats import NatsHandle, start_nats_cluster
 from tests.support.rabbit import private_vhost
@@ -53,78 +47,8 @@ from tests.support.worker import WorkerProcess
 
 DEVICES = int(os.environ.get("PLANTNOTIFY_CHAOS_DEVICES", "60"))
 RATE = float(os.environ.get("PLANTNOTIFY_CHAOS_RATE", "20"))
-SECONDS = float(os.environ.get("PLANTNOTIFY_CHAOS_SECONDS", "9"))
+SECONDS = float(os.environ.get("PLANTNOTIFY_CHAOS_SECONDS", "12"))
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class Device:
-    """A phone: stable client id, persistent session, fails over to the other nodes."""
-
-    def __init__(self, settings: Settings, user: str, name: str, node: int, nodes: list[int]):
-        self.user = user
-        self.completed: set[str] = set()
-        self.down_since: float | None = None
-        self.gaps: list[tuple[float, float]] = []
-        self._lock = threading.Lock()
-        order = nodes[node:] + nodes[:node]
-
-        def creds() -> Credentials:
-            return Credentials(user, mint_mqtt_token(settings.mqtt_signer, user, 600))
-
-        self.refusals = 0
-        self._options = ConnectOptions(
-            host="127.0.0.1",
-            port=order[0],
-            client_id=f"{user}-{name}",
-            credentials=creds,
-            protocol=4,
-            clean_start=False,
-            subscriptions=[(analyses_filter(user), 1)],
-            # not subscribed again while the broker kept the session: what arrives after
-            # a reconnect comes from the persistent session, not from a retained replay
-            no_retained_replay=frozenset({analyses_filter(user)}),
-            failover=[("127.0.0.1", p) for p in order[1:]],
-            reconnect_min_delay=0.2,
-            reconnect_max_delay=2.0,
-        )
-        self.client = MqttClient(self._options, on_message=self._message, on_state=self._state)
-
-    def _message(self, msg: Message) -> None:
-        try:
-            event = json.loads(msg.payload)
-        except ValueError:
-            return
-        if event.get("status") == "Completed":
-            with self._lock:
-                self.completed.add(str(event["analysisId"]))
-
-    def _state(self, state: ConnectionState) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if state is ConnectionState.CONNECTED and self.down_since is not None:
-                self.gaps.append((self.down_since, now))
-                self.down_since = None
-            elif state is ConnectionState.DISCONNECTED and self.down_since is None:
-                self.down_since = now
-
-    def connect_until_subscribed(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.client.wait_connected(max(1.0, deadline - time.monotonic()))
-                return
-            except MqttSubscribeError:
-                assert time.monotonic() < deadline, f"{self.user}: never subscribed"
-                self.refusals += 1
-                self.client.stop(timeout=2)
-                self.client = MqttClient(
-                    self._options, on_message=self._message, on_state=self._state
-                )
-                self.client.start()
-
-    def has(self, analyses: set[str]) -> bool:
-        with self._lock:
-            return analyses <= self.completed
 
 
 class Jobs:
@@ -137,6 +61,7 @@ class Jobs:
         declare_topology(self.channel)
         self.channel.confirm_delivery()
         self.by_user: dict[str, set[str]] = {}
+        self.submitted: dict[str, float] = {}  # analysis id -> when queued (monotonic)
 
     def submit(self, user: str) -> None:
         aid, _ = make_analysis(self.settings, user)
@@ -145,6 +70,7 @@ class Jobs:
             "", ANALYSIS_QUEUE, body, pika.BasicProperties(delivery_mode=2, message_id=aid)
         )
         self.by_user.setdefault(user, set()).add(aid)
+        self.submitted[aid] = time.monotonic()
 
     def close(self) -> None:
         self.conn.close()
@@ -169,6 +95,119 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self._log.close()
+
+
+KILLS = ("node", "callout", "worker", "bridge")
+
+
+class ConnectProbe(threading.Thread):
+    """A fresh CONNECT (through the auth callouts) to each node in turn, every 0.25 s."""
+
+    def __init__(self, settings: Settings, ports: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.ports = ports
+        self.results: list[tuple[float, int, bool]] = []  # (when, node, connected)
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        n = 0
+        user = f"probe{secrets.token_hex(3)}"
+        while not self._halt.is_set():
+            node = n % len(self.ports)
+            ok = _connects(self.settings, self.ports[node], user)
+            self.results.append((time.monotonic(), node, ok))
+            n += 1
+            self._halt.wait(0.25)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+def _connects(settings: Settings, port: int, user: str) -> bool:
+    import paho.mqtt.client as paho
+
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2, client_id=f"{user}-p", protocol=paho.MQTTv311
+    )
+    client.username_pw_set(user, mint_mqtt_token(settings.mqtt_signer, user, 60))
+    done = threading.Event()
+    result: list[bool] = []
+
+    def on_connect(c: Any, u: Any, flags: Any, reason: Any, props: Any) -> None:
+        result.append(not reason.is_failure)
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect("127.0.0.1", port, keepalive=10)
+        client.loop_start()
+        done.wait(5)
+    except OSError:
+        return False
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return bool(result and result[0])
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def chaos_report(
+    devices: int,
+    gaps_seen: list[tuple[float, float]],
+    first_arrival: dict[str, float],
+    jobs: Jobs,
+    kills: list[tuple[str, float]],
+    probe: ConnectProbe,
+    started: float,
+    load_end: float,
+) -> dict[str, Any]:
+    """Per kill: device gaps that began in its window (the longest, when the last device was
+    back), queue → device latency of the analyses queued in it, refused probe CONNECTs."""
+    bounds = [started, *(t for _, t in kills), load_end + 3600]
+    windows = [("before", started, kills[0][1])] + [
+        (what, t, bounds[i + 2]) for i, (what, t) in enumerate(kills)
+    ]
+    out: dict[str, Any] = {
+        "devices": devices,
+        "analyses": len(jobs.submitted),
+        "rate_per_s": RATE,
+        "load_seconds": round(load_end - started, 1),
+        "loadavg": Path("/proc/loadavg").read_text().strip(),
+        "kills": {},
+    }
+    for what, lo, hi in windows:
+        lat = [
+            first_arrival[a] - t0
+            for a, t0 in jobs.submitted.items()
+            if lo <= t0 < hi and a in first_arrival
+        ]
+        gaps = [(b - a, b - lo) for a, b in gaps_seen if lo <= a < hi]
+        probes = [(t, ok) for t, _, ok in probe.results if lo <= t < hi]
+        refused = [t for t, ok in probes if not ok]
+        out["kills"][what] = {
+            "at_s": round(lo - started, 1),
+            "device_gaps": len(gaps),
+            "longest_device_gap_s": round(max((g for g, _ in gaps), default=0.0), 2),
+            "last_device_back_s_after": round(max((r for _, r in gaps), default=0.0), 2),
+            "analyses_queued": len(lat),
+            "queue_to_device_p50_s": _pct(lat, 0.5),
+            "queue_to_device_p99_s": _pct(lat, 0.99),
+            "queue_to_device_max_s": round(max(lat), 3) if lat else None,
+            "probe_connects": len(probes),
+            "probe_refused": len(refused),
+            "probe_refused_until_s_after": round(max(refused) - lo, 2) if refused else 0.0,
+        }
+    all_gaps = [b - a for a, b in gaps_seen if a >= kills[0][1]]
+    out["longest_device_gap_s"] = round(max(all_gaps, default=0.0), 2)
+    return out
 
 
 @pytest.fixture
@@ -224,45 +263,75 @@ def test_kill_a_node_a_callout_a_worker_and_a_bridge_under_load(
     ]
     ports = chaos_cluster.ports
     users = [f"chaos{secrets.token_hex(3)}{i}" for i in range(max(1, DEVICES // 2))]
-    devices = [
-        Device(settings, user, name, (2 * u + k) % len(ports), ports)
+    specs = [
+        [user, name, (2 * u + k) % len(ports)]
         for u, user in enumerate(users)
         for k, name in enumerate(("phone", "tablet"))
+    ]
+    hosts = [
+        DeviceHost(env, tmp_path / f"devices-{i}.log")
+        for i in range((len(specs) + PER_HOST - 1) // PER_HOST)
     ]
     jobs = Jobs(settings)
     try:
         for w in workers:
             w.wait_log("started", 30)
-        # Devices arrive in waves: a storm of hundreds of QoS-1 SUBSCRIBEs at once makes NATS
-        # refuse some (SUBACK 0x80: JetStream cannot create the consumers in time on this box);
-        # a refused device tries again, as an app would.
-        for first in range(0, len(devices), 50):
-            wave = devices[first : first + 50]
-            for d in wave:
-                d.client.start()
-            for d in wave:
-                d.connect_until_subscribed(60)
+        setup_started = time.monotonic()
+        # Devices arrive in waves of 25 per host (an app that is refused or not answered tries
+        # again). Every QoS-1 SUBSCRIBE creates a replicated JetStream consumer and every
+        # persistent CONNECT looks its session up through the JetStream API; at NATS's default
+        # js_api_timeout (5 s) a storm of them on this 2-core box got CONNECTs dropped and
+        # SUBACK 0x80 (the node config now allows 30 s).
+        started_hosts: list[dict[str, Any]] = []
+        threads = [
+            threading.Thread(
+                target=lambda h=h, i=i: started_hosts.append(
+                    h.ask(
+                        {
+                            "cmd": "start",
+                            "devices": specs[i * PER_HOST : (i + 1) * PER_HOST],
+                            "ports": ports,
+                        }
+                    )
+                )
+            )
+            for i, h in enumerate(hosts)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(started_hosts) == len(hosts), "a device host failed to set up (see its log)"
         for b in bridges:
             _wait(lambda b=b: "bridge running" in b.log_path.read_text(), 30, "bridge ready")
 
-        # load, with the kills a third of the way in
+        # load, with one kill in each of the middle windows: a node (the services' MQTT_HOST),
+        # a callout, a worker, a bridge; a probe CONNECTs all along (the callouts at work)
+        probe = ConnectProbe(settings, ports)
+        probe.start()
         started = time.monotonic()
         total = int(RATE * SECONDS)
-        killed_at = None
+        window = SECONDS / (len(KILLS) + 2)
+        kills: list[tuple[str, float]] = []
+        victims = {
+            "node": lambda: chaos_cluster.cluster.kill_node(0),
+            "callout": lambda: chaos_cluster.cluster.kill_callout(1),
+            "worker": workers[0].kill,
+            "bridge": bridges[0].kill,
+        }
         for n in range(total):
             due = started + n / RATE
-            if killed_at is None and n >= total // 3:
-                killed_at = time.monotonic()
-                chaos_cluster.cluster.kill_node(0)  # the services' MQTT_HOST node
-                chaos_cluster.cluster.kill_callout(1)
-                workers[0].kill()
-                bridges[0].kill()
+            if len(kills) < len(KILLS) and due - started >= window * (len(kills) + 1):
+                what = KILLS[len(kills)]
+                kills.append((what, time.monotonic()))
+                victims[what]()
             time.sleep(max(0.0, due - time.monotonic()))
             jobs.submit(users[n % len(users)])
-        assert killed_at is not None
+        assert len(kills) == len(KILLS)
         load_end = time.monotonic()
+        killed_at = kills[0][1]
 
-        all_ids = {a for ids in jobs.by_user.values() for a in ids}
+        all_ids = set(jobs.submitted)
 
         def completed() -> bool:
             with sessions_for(settings)() as s:
@@ -275,36 +344,45 @@ def test_kill_a_node_a_callout_a_worker_and_a_bridge_under_load(
                 ).scalar()
             return done == len(all_ids)
 
-        _wait(completed, 120, "every analysis Completed (none lost)")
+        _wait(completed, 180, "every analysis Completed (none lost)")
+        for h in hosts:
+            h.ask({"cmd": "expect", "by_user": {u: sorted(ids) for u, ids in jobs.by_user.items()}})
+
+        def status() -> tuple[int, int]:
+            answers = [h.ask({"cmd": "status"}) for h in hosts]
+            return sum(a["missing"] for a in answers), sum(
+                a["total"] - a["connected"] for a in answers
+            )
+
         _wait(
-            lambda: all(d.has(jobs.by_user.get(d.user, set())) for d in devices),
-            120,
+            lambda: status()[0] == 0,
+            180,
             "every terminal event on every device's persistent session",
         )
-        _wait(lambda: all(d.client.is_connected for d in devices), 30, "every device connected")
-        gaps = [(b - a, b - killed_at) for d in devices for a, b in d.gaps if b >= killed_at]
-        report = {
-            "devices": len(devices),
-            "analyses": len(all_ids),
-            "rate_per_s": RATE,
-            "load_seconds": round(load_end - started, 1),
-            "devices_that_saw_a_gap": sum(
-                1 for d in devices if any(b >= killed_at for _, b in d.gaps)
-            ),
-            "longest_device_gap_s": round(max((g for g, _ in gaps), default=0.0), 2),
-            "last_device_recovered_s_after_kill": round(max((r for _, r in gaps), default=0.0), 2),
-            "all_done_s_after_kill": round(time.monotonic() - killed_at, 1),
-            "subscribe_refusals_at_start": sum(d.refusals for d in devices),
-            "loadavg": Path("/proc/loadavg").read_text().strip(),
-        }
+        _wait(lambda: status()[1] == 0, 30, "every device connected")
+        probe.stop()
+        gaps_seen: list[tuple[float, float]] = []
+        first_arrival: dict[str, float] = {}
+        for h in hosts:
+            rep = h.ask({"cmd": "report"})
+            gaps_seen.extend((float(a), float(b)) for a, b in rep["gaps"])
+            for aid, at in rep["first"].items():
+                first_arrival[aid] = min(at, first_arrival.get(aid, at))
+        report = chaos_report(
+            len(specs), gaps_seen, first_arrival, jobs, kills, probe, started, load_end
+        )
+        report["devices_refused_at_subscribe"] = sum(a["refusals"] for a in started_hosts)
+        report["device_connects_unanswered_at_start"] = sum(a["timeouts"] for a in started_hosts)
+        report["setup_seconds"] = round(started - setup_started, 1)
         print("chaos report:", json.dumps(report))
         out = os.environ.get("PLANTNOTIFY_CHAOS_REPORT")
         if out:
             Path(out).write_text(json.dumps(report, indent=1))
+        assert killed_at >= started
     finally:
         jobs.close()
-        for d in devices:
-            d.client.stop(timeout=1)
+        for h in hosts:
+            h.close()
         for b in bridges:
             b.stop()
         for w in workers:

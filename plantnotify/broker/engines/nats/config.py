@@ -33,7 +33,8 @@ APP_ACCOUNT = "APP"
 AUTH_ACCOUNT = "AUTH"
 SYSTEM_ACCOUNT = "SYS"
 CLUSTER_NAME = "plantnotify"
-SESSION_IDLE_HOURS = 7 * 24  # as mosquitto.conf.template's persistent_client_expiration
+SESSION_IDLE_HOURS = 7 * 24
+JS_API_TIMEOUT_SECONDS = 30  # as mosquitto.conf.template's persistent_client_expiration
 # Standard ports of a node on its own machine.
 STANDARD_PORTS = {"client": 4222, "cluster": 6222, "mqtt": 1883, "ws": 8080, "http": 8222}
 
@@ -143,6 +144,10 @@ mqtt {{
   # MQTT 3.1.1 has no session expiry: the QoS-1 queue of a device away this long is dropped
   # (Mosquitto's persistent_client_expiration does the same); the app resyncs from the API
   consumer_inactive_threshold: "{SESSION_IDLE_HOURS}h"
+  # how long a CONNECT (session lookup) or a QoS-1 SUBSCRIBE (a replicated JetStream consumer)
+  # may wait for the JetStream API; at the default 5 s a few hundred devices arriving at once
+  # on a busy node got "unable to connect: ... timeout" and SUBACK 0x80 (measured, chaos test)
+  js_api_timeout: "{JS_API_TIMEOUT_SECONDS}s"
 }}
 
 websocket {{
