@@ -23,7 +23,7 @@ ORDER = [
 
 
 # Run only when named (``--scenario soak``): too long for the default run.
-OPT_IN = ["soak"]
+OPT_IN = ["soak", "chaos"]
 
 
 def load(name: str) -> ModuleType:
