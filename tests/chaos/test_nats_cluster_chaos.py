@@ -110,6 +110,8 @@ class Child:
 
 KILLS = ("node", "callout", "worker", "bridge")
 FEEDERS = 4
+# how long the devices may take to get every terminal event after the load
+DRAIN_SECONDS = float(os.environ.get("PLANTNOTIFY_CHAOS_DRAIN_SECONDS", "300"))
 
 
 class ConnectProbe(threading.Thread):
@@ -377,12 +379,15 @@ def test_kill_a_node_a_callout_a_worker_and_a_bridge_under_load(
                 a["total"] - a["connected"] for a in answers
             )
 
-        _wait(
-            lambda: status()[0] == 0,
-            180,
-            "every terminal event on every device's persistent session",
-        )
-        _wait(lambda: status()[1] == 0, 30, "every device connected")
+        failures: list[str] = []
+        for check, seconds, what in (
+            (lambda: status()[0] == 0, DRAIN_SECONDS, "every terminal event on its devices"),
+            (lambda: status()[1] == 0, 30, "every device connected"),
+        ):
+            try:
+                _wait(check, seconds, what)
+            except AssertionError as exc:
+                failures.append(str(exc))
         probe.stop()
         gaps_seen: list[tuple[float, float]] = []
         first_arrival: dict[str, float] = {}
@@ -394,13 +399,20 @@ def test_kill_a_node_a_callout_a_worker_and_a_bridge_under_load(
         report = chaos_report(
             len(specs), gaps_seen, first_arrival, jobs, kills, probe, started, load_end
         )
+        missing, disconnected = status()
+        report["analyses_lost"] = 0  # every one Completed (waited for above)
+        report["events_missing_on_devices"] = missing
+        report["devices_not_connected"] = disconnected
+        report["all_done_s_after_first_kill"] = round(time.monotonic() - killed_at, 1)
         report["devices_refused_at_subscribe"] = sum(a["refusals"] for a in started_hosts)
         report["device_connects_unanswered_at_start"] = sum(a["timeouts"] for a in started_hosts)
         report["setup_seconds"] = round(started - setup_started, 1)
+        # the numbers are written whether or not the run passed (the bench records both)
         print("chaos report:", json.dumps(report))
         out = os.environ.get("PLANTNOTIFY_CHAOS_REPORT")
         if out:
             Path(out).write_text(json.dumps(report, indent=1))
+        assert not failures, failures
         assert killed_at >= started
     finally:
         jobs.close()
