@@ -1,8 +1,12 @@
-"""The API's side of PostgreSQL: every query the routes run, as SQLAlchemy statements on the
-mapped classes, each behind a name that says what it is for.
+"""The API's side of PostgreSQL: every query of the API (routes, accounts, rate limits, the audit
+log, the revocation feed, the session cap, the sweeps), as SQLAlchemy statements on the mapped
+classes, each behind a name that says what it is for.
 
-Routes take a request-scoped session (``SessionDep``) and call these; they never build a query
-themselves. Ownership is part of every read: another user's row is simply not found.
+Callers pass a session (a route's request-scoped ``SessionDep``) and own the transaction; they
+never build or run a query themselves (tests/test_architecture.py checks), but may set
+attributes of a row loaded here, which the session writes at commit. The policy stays with the
+caller (``api/accounts.py`` decides when a refresh token is reused, ``api/ratelimit.py`` what a
+count means). Ownership is part of every read: another user's row is simply not found.
 """
 
 from __future__ import annotations
