@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "plantnotify.broker.cli",
         "run our broker: Mosquitto with the plugin, or --engine nats",
     ),
+    "broker-metrics": (
+        "plantnotify.broker.metrics_main",
+        "the broker's CONNECT counters for Prometheus, run where the MQTT signing key is",
+    ),
     "auth-callout": (
         "plantnotify.authcallout.cli",
         "decide connections to the NATS engine (our tokens, limits, permissions)",

@@ -19,7 +19,7 @@ JOBS = {
     "api": ("api", "api_port"),
     "worker": ("worker", "metrics_port_worker"),
     "bridge": ("bridge", "metrics_port_bridge"),
-    "mosquitto": ("mosquitto", "metrics_port_broker"),
+    "mosquitto": ("broker-metrics", "metrics_port_broker"),
 }
 
 

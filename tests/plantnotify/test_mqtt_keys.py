@@ -5,10 +5,13 @@ work without a signing key."""
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,50 @@ def test_health_check_and_metrics_of_a_broker_without_a_signing_key(
     broker.stop()
     up = {m.name: m.samples[0].value for m in metrics.collect() if m.samples}
     assert up["plantnotify_broker_up"] == 0.0
+
+
+def _broker_metrics_once(broker: BrokerHandle, keys: Path, private: bool) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if k.upper() not in _SETTING_NAMES}
+    env.update(
+        MQTT_HOST="127.0.0.1",
+        MQTT_PORT=str(broker.port),
+        MQTT_JWT_ALGORITHM="ES256",
+        MQTT_JWT_PUBLIC_KEY_FILE=str(keys / "mqtt.pub"),
+    )
+    if private:
+        env["MQTT_JWT_PRIVATE_KEY_FILE"] = str(keys / "mqtt.key")
+    result = subprocess.run(
+        [sys.executable, "-m", "plantnotify.cli", "broker-metrics", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+_SETTING_NAMES = {name.upper() for name in Settings.model_fields}
+
+
+def test_broker_metrics_beside_a_public_key_broker_counts_its_connects(
+    public_key_broker: tuple[BrokerHandle, Path],
+) -> None:
+    """Where the broker holds only the public key, `plantnotify broker-metrics` runs where the
+    signing key is and still exports the plugin's CONNECT outcomes (issue 16's success rate)."""
+    broker, keys = public_key_broker
+    code, _, err = _broker_metrics_once(broker, keys, private=False)
+    assert code == 2 and "MQTT_JWT_PRIVATE_KEY_FILE" in err
+
+    signer = MqttSigner(key=(keys / "mqtt.key").read_bytes(), algorithm="ES256")
+    assert _accepted(broker, mint_mqtt_token(signer, "42", 300))
+    assert not _accepted(broker, hs256({"alg": "HS256"}, claims(), b"guess"))
+    deadline = time.monotonic() + 30
+    while True:
+        code, out, err = _broker_metrics_once(broker, keys, private=True)
+        assert code == 0, err
+        counts = json.loads(out)["connects"]
+        # The exporter's own service connection is accepted too.
+        if counts["accepted"] >= 2 and counts["invalid_token"] >= 1:
+            break
+        assert time.monotonic() < deadline, counts
+        time.sleep(1)
