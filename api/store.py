@@ -558,8 +558,10 @@ def add_retained_clears(session: Session, clear_topics: list[str], expires_at: d
 
 def delete_user_content(session: Session, user_id: str) -> tuple[int | None, int | None]:
     """Delete the user's trace steps, events (with what hangs off them), analyses (with their
-    images) and device tokens; the numbers of events and devices deleted."""
+    images), device tokens and records of persistent MQTT sessions; the numbers of events and
+    devices deleted."""
     session.execute(delete(TraceStep).where(TraceStep.user_id == user_id))
+    session.execute(delete(PersistentMqttSession).where(PersistentMqttSession.user_id == user_id))
     events = session.execute(delete(EventRow).where(EventRow.user_id == user_id))
     session.execute(delete(Analysis).where(Analysis.user_id == user_id))
     devices = session.execute(delete(Device).where(Device.user_id == user_id))

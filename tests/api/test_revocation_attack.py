@@ -12,14 +12,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.orm import Session
 
+from api import store
 from api.app import create_app
-from plantnotify.db.models import Analysis, Device, EventRow
+from plantnotify.db.models import Analysis, Device, EventRow, PersistentMqttSession
 from plantnotify.settings import Settings
 from tests.support import mqtt
 from tests.support.api import SettingsFactory, User, image_bytes, login, register
@@ -154,6 +157,14 @@ def test_deleted_account_is_out_everywhere_and_its_data_is_gone(
         assert body["devices"][0]["token"] == "fcm-del-1"
         assert {e["event"] for e in body["auditLog"]} >= {"registered", "login"}
 
+        # a persistent session of theirs, recorded as the session cap records the plugin's notice
+        engine = create_engine(api_settings.database_url)
+        with Session(engine) as db, db.begin():
+            store.record_persistent_session(
+                db, f"{user.user_id}-kept", user.user_id, datetime.now(UTC)
+            )
+        engine.dispose()
+
         sessionless = broker.token(user.user_id)
         t0 = time.monotonic()
         assert client.delete("/api/v1/me", headers=user.headers).status_code == 204
@@ -187,7 +198,7 @@ def test_deleted_account_is_out_everywhere_and_its_data_is_gone(
             watcher.close()
         engine = create_engine(api_settings.database_url)
         with engine.connect() as conn_db:
-            for model in (Analysis, EventRow, Device):
+            for model in (Analysis, EventRow, Device, PersistentMqttSession):
                 n = conn_db.scalar(
                     select(func.count()).select_from(model).where(model.user_id == user.user_id)
                 )
