@@ -303,7 +303,7 @@ def test_kill_a_node_a_callout_a_worker_and_a_bridge_under_load(
         # again). Every QoS-1 SUBSCRIBE creates a replicated JetStream consumer and every
         # persistent CONNECT looks its session up through the JetStream API; at NATS's default
         # js_api_timeout (5 s) a storm of them on this 2-core box got CONNECTs dropped and
-        # SUBACK 0x80 (the node config now allows 30 s).
+        # SUBACK 0x80 (the node config now allows 10 s).
         started_hosts: list[dict[str, Any]] = []
         threads = [
             threading.Thread(
