@@ -28,7 +28,6 @@ see as the user being online for a moment.
 from __future__ import annotations
 
 import queue
-import secrets
 import threading
 import time
 from collections.abc import Collection, Sequence
@@ -39,9 +38,10 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import audit, store
+from plantnotify.broker.picture import online_client_ids
 from plantnotify.contracts import topics
 from plantnotify.contracts.claims import mint_mqtt_token
-from plantnotify.contracts.events import PersistentSessionOpened, SessionsPicture
+from plantnotify.contracts.events import PersistentSessionOpened
 from plantnotify.logs import get_logger
 from plantnotify.mqtt import ConnectOptions, Credentials, Message, MqttClient, MqttError
 from plantnotify.service_mqtt import service_connect_options
@@ -137,7 +137,7 @@ class SessionCap:
             recorded = [Recorded(*row) for row in store.persistent_sessions(db, user)]
         if not sessions_to_end(recorded, (), self._cap):
             return []
-        live = live_client_ids(self._settings, user)
+        live = online_client_ids(self._settings, "api", user, timeout=PICTURE_TIMEOUT_SECONDS)
         ended = []
         for client_id in sessions_to_end(recorded, live, self._cap):
             if self._end(user, client_id):
@@ -180,39 +180,5 @@ def take_over(settings: Settings, user: str, client_id: str) -> None:
     ).start()
     try:
         client.wait_connected(CONNECT_TIMEOUT_SECONDS)
-    finally:
-        client.stop()
-
-
-def live_client_ids(settings: Settings, user: str) -> set[str]:
-    """The client ids of ``user`` connected now: the plugin's whole picture of online users,
-    asked for on ``$CONTROL/plantnotify/sessions`` and sent to this client alone in parts; a
-    user in none of the parts is offline. Raises MqttError when no whole picture comes back."""
-    request_id = secrets.token_hex(8)
-    subscriptions = [(topics.BROKER_SESSIONS_TOPIC, 1)]
-    client = MqttClient(service_connect_options(settings, "api", subscriptions=subscriptions))
-    client.start()
-    parts: dict[int, SessionsPicture] = {}
-    try:
-        client.wait_connected(CONNECT_TIMEOUT_SECONDS)
-        client.publish(topics.SESSIONS_REQUEST_TOPIC, request_id.encode(), qos=1)
-        deadline = time.monotonic() + PICTURE_TIMEOUT_SECONDS
-        while (left := deadline - time.monotonic()) > 0:
-            message = client.get_message(timeout=left)
-            if message is None or message.topic != topics.BROKER_SESSIONS_TOPIC:
-                continue
-            part = SessionsPicture.model_validate_json(message.payload)
-            if part.request_id != request_id:
-                continue
-            parts[part.part] = part
-            if len(parts) == part.parts:
-                return {
-                    client_id
-                    for p in parts.values()
-                    for entry in p.sessions
-                    if entry.user_id == user
-                    for client_id in entry.client_ids
-                }
-        raise MqttError(f"no whole sessions picture within {PICTURE_TIMEOUT_SECONDS} s")
     finally:
         client.stop()

@@ -4,7 +4,7 @@
 The analysis form prints its delivery timeline (``plantnotify/timeline.py``, the same one
 ``GET /plantanalyses/{id}/delivery`` gives the owner) with the trace id to look up in a tracing
 backend. The user form prints the user's reachability now: live MQTT sessions (the broker's
-retained session snapshot, read with a service token), registered devices and their last push
+sessions picture, asked for with a service token), registered devices and their last push
 result, the last receipts, and the last analyses with their delivery outcome. ``--json`` prints
 the same as one JSON document.
 """
@@ -17,9 +17,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from plantnotify.contracts.events import SessionSnapshot
 from plantnotify.contracts.ids import is_valid_user_id
-from plantnotify.contracts.topics import session_topic
 from plantnotify.db.session import engine_for, session_factory
 from plantnotify.settings import Settings, load_settings
 from plantnotify.timeline import DeliveryTimeline, UserReport, analysis_timeline, user_report
@@ -70,23 +68,14 @@ def run(args: argparse.Namespace) -> int:
 
 def live_sessions(settings: Settings, user_id: str, timeout: float) -> dict[str, Any]:
     """The broker's picture of the user's live connections, or why it could not be read."""
-    from plantnotify.mqtt import MqttClient, MqttError  # paho only for --user
-    from plantnotify.service_mqtt import service_connect_options
+    from plantnotify.broker.picture import online_client_ids  # paho only for --user
+    from plantnotify.mqtt import MqttError
 
     try:
-        with MqttClient(service_connect_options(settings, "why")).start() as client:
-            client.wait_connected(timeout)
-            client.subscribe(session_topic(user_id)).wait(timeout)
-            message = client.get_message(timeout)
-    except (MqttError, OSError) as exc:
-        return {"known": False, "why": f"broker not reachable: {exc}"}
-    if message is None:
-        return {"known": True, "connections": 0, "clientIds": []}
-    try:
-        snap = SessionSnapshot.model_validate_json(message.payload)
-    except ValueError:
-        return {"known": False, "why": "the broker's session snapshot is unreadable"}
-    return {"known": True, "connections": snap.connections, "clientIds": snap.client_ids}
+        client_ids = sorted(online_client_ids(settings, "why", user_id, timeout=timeout))
+    except (MqttError, OSError, ValueError) as exc:
+        return {"known": False, "why": f"the broker's sessions picture is unreadable: {exc}"}
+    return {"known": True, "connections": len(client_ids), "clientIds": client_ids}
 
 
 def _t(at: datetime | None) -> str:
