@@ -106,7 +106,8 @@ typedef struct plugin_state {
 	time_t next_expiry_check;
 	long snapshot_rate;       /* snapshots per second at most (token bucket) */
 	double snapshot_tokens;
-	struct timespec last_flush;
+	struct timespec last_flush; /* when the last changes were flushed */
+	struct timespec bucket_at;  /* when the snapshot bucket was last filled */
 	char boot_id[33];
 	unsigned long long seq;
 	unsigned long long connects[CONNECT_OUTCOMES];
@@ -297,8 +298,8 @@ static size_t snapshot_budget(plugin_state *st)
 	struct timespec now;
 	double elapsed, cap = (double)st->snapshot_rate / 10.0;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	elapsed = (double)(now.tv_sec - st->last_flush.tv_sec) + (double)(now.tv_nsec - st->last_flush.tv_nsec) / 1e9;
-	st->last_flush = now;
+	elapsed = (double)(now.tv_sec - st->bucket_at.tv_sec) + (double)(now.tv_nsec - st->bucket_at.tv_nsec) / 1e9;
+	st->bucket_at = now;
 	if(elapsed > 0) st->snapshot_tokens += elapsed * (double)st->snapshot_rate;
 	if(st->snapshot_tokens > cap) st->snapshot_tokens = cap;
 	return st->snapshot_tokens >= 1.0 ? (size_t)st->snapshot_tokens : 0;
@@ -652,6 +653,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 	if(pn_sessions_pending(st->sessions)){
 		/* At most FLUSH_SECONDS apart: a burst becomes a few changes messages, not one per pass. */
 		if(since_flush(st) >= FLUSH_SECONDS){
+			clock_gettime(CLOCK_MONOTONIC, &st->last_flush);
 			pn_sessions_flush(st->sessions, st->boot_id, &st->seq, (long long)now, snapshot_budget(st),
 					emit_snapshot, st);
 			send_changes(st); /* before any picture: its seq is higher than every change in it */
@@ -828,6 +830,7 @@ PN_EXPORT int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier, void **us
 	st->snapshot_rate = snapshot_rate;
 	st->snapshot_tokens = (double)snapshot_rate / 10.0;
 	clock_gettime(CLOCK_MONOTONIC, &st->last_flush);
+	st->bucket_at = st->last_flush;
 	st->stats_dirty = 1; /* the first TICK publishes zeros for the new boot id */
 	st->revocation_sync_timeout = sync_timeout;
 	st->started = time(NULL);
