@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from plantnotify.broker.metrics import BrokerMetrics
 from plantnotify.contracts.claims import MqttSigner, mint_mqtt_token
@@ -41,8 +42,10 @@ def test_keygen_writes_a_pair_and_keeps_an_existing_one(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     private, public = tmp_path / "keys" / "mqtt.key", tmp_path / "keys" / "mqtt.pub"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
-    assert private.read_text().startswith("-----BEGIN PRIVATE KEY-----")
-    assert public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    # Both files are PEM keys of one pair (generated here, at test time; none is committed).
+    key = serialization.load_pem_private_key(private.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert serialization.load_pem_public_key(public.read_bytes()) == key.public_key()
     assert "MQTT_JWT_PUBLIC_KEY_FILE=" in result.stdout
     before = private.read_bytes()
     again = keygen(str(tmp_path / "keys"))
