@@ -421,6 +421,7 @@ PRODUCTION_NEEDS: dict[str, tuple[str, ...]] = {
     "api": ("rabbitmq", "jwt_secret", "mqtt_private_key"),
     "worker": ("rabbitmq", "n8n", "mqtt_private_key"),
     "bridge": ("fcm", "mqtt_private_key"),
+    "broker-metrics": ("mqtt_private_key",),
     "broker": ("mqtt_public_key",),
     "auth-callout": ("mqtt_public_key",),
 }

@@ -55,7 +55,9 @@ def test_development_secret_refused_in_production(part: str) -> None:
     assert "openssl rand -hex 32" in str(info.value)
 
 
-@pytest.mark.parametrize("part", ["api", "worker", "bridge", "broker", "auth-callout", "all"])
+@pytest.mark.parametrize(
+    "part", ["api", "worker", "bridge", "broker", "broker-metrics", "auth-callout", "all"]
+)
 def test_hs256_mqtt_tokens_refused_in_production(part: str) -> None:
     """Finding 8: with HS256 the internet-facing broker would hold the secret that signs MQTT
     tokens and access tokens alike."""
