@@ -181,13 +181,14 @@ class JobProcessor:
             self._pause()
 
     def _run(self, work: Work) -> Result:
-        image = self.store.load_image(work.analysis_id)
+        # The usual claim read the image and recorded "analyzing" with it; a slow one did not.
+        image = work.image if work.preloaded else self.store.load_image(work.analysis_id)
         if image is None:
             outcome = Outcome(
                 completed=False, error_message="The uploaded image is missing; upload it again."
             )
             return self._finish(work, outcome)
-        if self.store.progress(work, 50, "analyzing"):
+        if not work.preloaded and self.store.progress(work, 50, "analyzing"):
             self.wake_outbox()
         request = N8nRequest(
             analysis_id=work.analysis_id,

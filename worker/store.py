@@ -11,16 +11,18 @@ import enum
 import json
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg2
 from psycopg2.extensions import cursor as Cursor
 from sqlalchemy import (
     BigInteger,
     ClauseElement,
     DateTime,
     Engine,
+    Integer,
     Interval,
     String,
     Text,
@@ -39,6 +41,7 @@ from sqlalchemy import (
     text,
     true,
     update,
+    values,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, distinct_on
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -88,6 +91,10 @@ class Work:
     mime_type: str
     attempt: int
     trace_id: str | None = None
+    # Read by the usual claim (which then also recorded the "analyzing" stage when there is an
+    # image); the slow claim leaves them to load_image() and progress().
+    preloaded: bool = field(default=False, compare=False)
+    image: bytes | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +281,37 @@ _claimed = (
     )
     .cte("claimed")
 )
+# The claim also reads the image and, when there is one, records the "analyzing" stage (the N8N
+# call comes next): the usual job is then two round trips in all, this one and the result's.
+# Both stages come from one INSERT ... SELECT ordered by stage, so "started" gets the lower seq
+# (the outbox publishes an analysis' events in seq order); each is stored once per analysis.
+_image = (
+    select(AnalysisImage.data).where(AnalysisImage.analysis_id == _claimed.c.id).scalar_subquery()
+)
+_stage_rows = values(
+    column("ord", Integer),
+    column("stage", String),
+    column("event_id", String),
+    column("payload", Text),
+    name="s",
+).data(
+    [
+        (
+            literal_column("1"),
+            literal_column("'started'"),
+            bindparam("event_id", type_=String),
+            bindparam("event_payload", type_=Text),
+        ),
+        (
+            literal_column("2"),
+            literal_column("'analyzing'"),
+            bindparam("analyzing_id", type_=String),
+            bindparam("analyzing_payload", type_=Text),
+        ),
+    ]
+)
 # The stage's payload gets the analysis' stored trace id, as AnalysisProgress.to_wire() has it.
-_started_payload = _json("event_payload").op("||")(
+_stage_payload = cast(_stage_rows.c.payload, JSONB).op("||")(
     case(
         (_claimed.c.trace_id.is_(None), cast(literal_column("'{}'"), JSONB)),
         else_=func.jsonb_build_object(literal_column("'traceId'"), _claimed.c.trace_id),
@@ -286,15 +322,26 @@ _started = (
     .from_select(
         _EVENT_COLUMNS,
         select(
-            bindparam("event_id", type_=String),
+            _stage_rows.c.event_id,
             _claimed.c.user_id,
             _claimed.c.id,
             literal_column(f"'{EventType.PROGRESS}'"),
-            _started_payload,
+            _stage_payload,
             bindparam("expires", type_=DateTime(timezone=True)),
-        ).where(~_stage_seen(_claimed.c.id, literal_column("'started'"))),
+        )
+        .select_from(_claimed.join(_stage_rows, true()))
+        .where(
+            ~_stage_seen(_claimed.c.id, _stage_rows.c.stage),
+            or_(
+                _stage_rows.c.ord == literal_column("1"),
+                select(AnalysisImage.analysis_id)
+                .where(AnalysisImage.analysis_id == _claimed.c.id)
+                .exists(),
+            ),
+        )
+        .order_by(_stage_rows.c.ord),
     )
-    .returning(EventRow.seq)
+    .returning(EventRow.payload["stage"].astext.label("stage"))
     .cte("started")
 )
 CLAIM = select(
@@ -304,7 +351,8 @@ CLAIM = select(
     _claimed.c.mime_type,
     _claimed.c.attempts,
     _claimed.c.trace_id,
-    select(func.count()).select_from(_started).scalar_subquery().label("started"),
+    _image.label("image"),
+    select(func.array_agg(_started.c.stage)).scalar_subquery().label("stages"),
 )
 
 
@@ -320,6 +368,42 @@ def add_event(session: Session, event: AnyEvent, expiry_seconds: int) -> EventRo
     )
     session.add(row)
     return row
+
+
+# --- the job path's statements, compiled once ----------------------------------------------------
+#
+# A job runs two statements (the claim, the result), three with a slow claim. Run through a
+# SQLAlchemy Connection each costs more CPU in the worker than the round trip itself (cache key,
+# parameter processing, result wrapping); compiled once here for psycopg2 and run on a pooled
+# connection's own cursor they cost what the driver costs. The pool is still SQLAlchemy's (its
+# pre-ping of idle connections, its replacement of dead ones).
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement compiled for psycopg2 and the values SQLAlchemy bound in it (constants)."""
+
+    sql: str
+    constants: dict[str, Any]
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> Prepared:
+        compiled = statement.compile(dialect=_PSYCOPG2)
+        for name, value in compiled.params.items():
+            assert value is None or isinstance(value, str | int), f"{name}: {value!r}"
+        return cls(str(compiled), dict(compiled.params))
+
+    def params(self, given: dict[str, Any]) -> dict[str, Any]:
+        return {**self.constants, **given}
+
+
+_PSYCOPG2 = psycopg2_dialect()  # type: ignore[no-untyped-call]
+_CLAIM = Prepared.of(CLAIM)
+_FINISH = Prepared.of(FINISH)
+_PROGRESS = Prepared.of(PROGRESS)
+_IMAGE = Prepared.of(
+    select(AnalysisImage.data).where(AnalysisImage.analysis_id == bindparam("analysis"))
+)
 
 
 class JobStore:
@@ -395,6 +479,9 @@ class JobStore:
         started = AnalysisProgress(
             analysis_id=analysis_id, user_id=user_id, progress=10, stage="started"
         )
+        analyzing = AnalysisProgress(
+            analysis_id=analysis_id, user_id=user_id, progress=50, stage="analyzing"
+        )
         params = {
             "analysis": analysis_id,
             "user": user_id,
@@ -403,24 +490,49 @@ class JobStore:
             "lease": self.lease,
             "event_id": started.event_id,
             "event_payload": json.dumps(started.to_wire()),
+            "analyzing_id": analyzing.event_id,
+            "analyzing_payload": json.dumps(analyzing.to_wire()),
             "expires": utcnow() + timedelta(seconds=self.expiry),
         }
-        with self._autocommit() as conn:
-            row = conn.execute(CLAIM, params).one_or_none()
+        row = self._execute(_CLAIM, params, fetch=True)
         if row is None:
             return None
-        work = Work(row.id, row.user_id, row.crop_type, row.mime_type, row.attempts, row.trace_id)
-        events: tuple[AnyEvent, ...] = ()
-        if row.started:
-            events = (started.model_copy(update={"trace_id": row.trace_id}),)
+        analysis, user, crop_type, mime_type, attempts, trace_id, image, stored = row
+        image = bytes(image) if image is not None else None
+        work = Work(
+            analysis, user, crop_type, mime_type, attempts, trace_id, preloaded=True, image=image
+        )
+        recorded = {"started": started, "analyzing": analyzing}
+        events = tuple(
+            recorded[stage].model_copy(update={"trace_id": trace_id}) for stage in stored or ()
+        )
         return Claim(ClaimState.CLAIMED, work=work, events=events)
 
     def load_image(self, analysis_id: str) -> bytes | None:
-        with self._autocommit() as conn:
-            data: bytes | None = conn.execute(
-                select(AnalysisImage.data).where(AnalysisImage.analysis_id == analysis_id)
-            ).scalar_one_or_none()
-        return data
+        row = self._execute(_IMAGE, {"analysis": analysis_id}, fetch=True)
+        return None if row is None else bytes(row[0])
+
+    def _execute(self, statement: Prepared, params: dict[str, Any], *, fetch: bool) -> Any:
+        """Run one statement as its own transaction on a pooled connection: its first row
+        (``fetch``) or its row count."""
+        engine = self._statements if self._statements is not None else self.sessions.kw["bind"]
+        conn = engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(statement.sql, statement.params(params))
+                out = cur.fetchone() if fetch else cur.rowcount
+            finally:
+                cur.close()
+            if self._statements is None:
+                conn.commit()
+            return out
+        except psycopg2.Error as exc:
+            if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
+                conn.invalidate(exc)  # a dead connection is not handed out again
+            raise
+        finally:
+            conn.close()  # back to the pool
 
     # --- progress and results -----------------------------------------------------------------
 
@@ -444,15 +556,8 @@ class JobStore:
             "owner": self.owner,
             "stage": stage,
         }
-        with self._autocommit() as conn:
-            stored = conn.execute(PROGRESS, params).rowcount
+        stored = self._execute(_PROGRESS, params, fetch=False)
         return event if stored else None
-
-    def _autocommit(self) -> Any:
-        if self._statements is not None:
-            return self._statements.connect()
-        engine = self.sessions.kw["bind"]
-        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def finish(self, work: Work, outcome: Outcome) -> AnalysisCompleted | AnalysisFailed | None:
         """Store the result and its event together; None when the lease is no longer ours.
@@ -517,8 +622,7 @@ class JobStore:
                 ]
             ),
         }
-        with self._autocommit() as conn:
-            stored = conn.execute(FINISH, params).rowcount
+        stored = self._execute(_FINISH, params, fetch=False)
         if not stored:
             log.warning("lease lost before storing the result; another worker owns it")
             return None
@@ -645,8 +749,6 @@ REBUILT_BOOT_KEY = "rebuilt_boot_id"  # + "/p<k>": the boot whose state partitio
 MEMBER_LOCK_KEY = 1  # shared by every publisher (the old single leader held it exclusively)
 PARTITION_KEY_BASE = 100  # partition k's leader lock: (OUTBOX_LOCK_CLASS, 100 + k)
 OUTBOX_PARTITIONS = 8  # fixed: every process must agree, so it is not a setting
-
-_PSYCOPG2 = psycopg2_dialect()  # type: ignore[no-untyped-call]
 
 
 def _compiled(statement: ClauseElement) -> str:

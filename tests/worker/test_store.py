@@ -7,12 +7,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 
-from devtools.world import event_rows, make_analysis, sessions_for
+from devtools.world import event_rows, leaf_png, make_analysis, sessions_for
 from plantnotify.contracts.events import AnalysisStatus, EventType
 from plantnotify.contracts.queues import DELIVERY_LIMIT
-from plantnotify.db.models import Analysis
+from plantnotify.db.models import Analysis, AnalysisImage
 from plantnotify.settings import Settings
 from tests.support.worker import analysis_row
 from worker.presence import Presence, new_owner_id, owner_key
@@ -77,19 +77,37 @@ def test_owner_ids_carry_their_presence_key() -> None:
     assert owner_key("some-other-shape") is None
 
 
-def test_a_claim_takes_the_lease_and_records_the_started_stage(
+def test_a_claim_takes_the_lease_reads_the_image_and_records_the_first_two_stages(
+    db_settings: Settings, owners: list[Owner]
+) -> None:
+    owners.append(a := Owner(db_settings))
+    image = leaf_png(3)
+    aid, uid = make_analysis(db_settings, image=image)
+    claim = a.store.claim(aid, uid)
+    assert claim.state is ClaimState.CLAIMED and claim.work is not None
+    assert claim.work.attempt == 1
+    assert claim.work.preloaded and claim.work.image == image
+    assert [(e.stage, e.progress) for e in claim.events] == [("started", 10), ("analyzing", 50)]
+    row = analysis_row(db_settings, aid)
+    assert row.lease_owner == a.id and row.attempts == 1
+    started, analyzing = event_rows(db_settings, aid)  # in seq order: the outbox's order
+    assert started.payload["stage"] == "started" and started.payload["progress"] == 10
+    assert analyzing.payload["stage"] == "analyzing" and analyzing.payload["progress"] == 50
+    assert [e.event_id for e in claim.events] == [started.id, analyzing.id]
+    assert started.published_at is None  # the outbox publishes it
+
+
+def test_a_claim_without_an_image_records_only_the_started_stage(
     db_settings: Settings, owners: list[Owner]
 ) -> None:
     owners.append(a := Owner(db_settings))
     aid, uid = make_analysis(db_settings)
+    with sessions_for(db_settings).begin() as s:
+        s.execute(delete(AnalysisImage).where(AnalysisImage.analysis_id == aid))
     claim = a.store.claim(aid, uid)
     assert claim.state is ClaimState.CLAIMED and claim.work is not None
-    assert claim.work.attempt == 1
-    row = analysis_row(db_settings, aid)
-    assert row.lease_owner == a.id and row.attempts == 1
-    [started] = event_rows(db_settings, aid)
-    assert started.payload["stage"] == "started" and started.payload["progress"] == 10
-    assert started.published_at is None  # the outbox publishes it
+    assert claim.work.preloaded and claim.work.image is None
+    assert [e.payload["stage"] for e in event_rows(db_settings, aid)] == ["started"]
 
 
 def test_a_live_lease_is_not_started_twice_but_a_dead_owner_is_taken_over_at_once(
@@ -105,7 +123,8 @@ def test_a_live_lease_is_not_started_twice_but_a_dead_owner_is_taken_over_at_onc
     assert took.state is ClaimState.CLAIMED and took.work is not None
     assert took.work.attempt == 2
     # The stage events of the first attempt are not repeated.
-    assert [e.payload.get("stage") for e in event_rows(db_settings, aid)] == ["started"]
+    stages = [e.payload.get("stage") for e in event_rows(db_settings, aid)]
+    assert stages == ["started", "analyzing"]
 
 
 def test_an_expired_lease_of_a_live_but_stuck_worker_is_taken_over(
@@ -165,11 +184,12 @@ def test_progress_stages_are_recorded_once_and_only_by_the_lease_holder(
     aid, uid = make_analysis(db_settings)
     work = a.store.claim(aid, uid).work
     assert work is not None
-    assert a.store.progress(work, 50, "analyzing") is not None
-    assert a.store.progress(work, 50, "analyzing") is None
-    assert b.store.progress(work, 90, "saving") is None  # not b's lease
+    assert a.store.progress(work, 50, "analyzing") is None  # the claim recorded it
+    assert a.store.progress(work, 90, "saving") is not None
+    assert a.store.progress(work, 90, "saving") is None
+    assert b.store.progress(work, 95, "checking") is None  # not b's lease
     stages = [e.payload["stage"] for e in event_rows(db_settings, aid)]
-    assert stages == ["started", "analyzing"]
+    assert stages == ["started", "analyzing", "saving"]
 
 
 def test_unknown_and_foreign_jobs_are_told_apart(
