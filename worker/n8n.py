@@ -8,15 +8,20 @@ name what happened, never the URL (it may carry a secret path) and never a stack
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import random
+import select
+import ssl
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 from opentelemetry.trace import SpanKind
@@ -124,8 +129,7 @@ def interpret(result: dict[str, Any]) -> N8nAnswer:
     )
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
@@ -164,14 +168,21 @@ class N8nClient:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
+        # The usual webhook call goes over http.client on kept-alive connections: httpx cost
+        # the worker more CPU per call than everything else a job does (measured with
+        # bench/scripts/workercpu.py). httpx stays for a given transport (tests) and when the
+        # environment routes the webhook through a proxy (httpx honours HTTP(S)_PROXY).
+        self._direct = None if transport is not None else _Direct.of(url, timeout)
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout),
             transport=transport,
-            headers={"User-Agent": "plantnotify-worker"},
+            headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
         )
 
     def close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()
         self._http.close()
 
     def delay(self, attempt: int, failure: N8nFailure) -> float:
@@ -239,15 +250,19 @@ class N8nClient:
     def attempt(self, body: dict[str, Any]) -> N8nAnswer | N8nFailure:
         started = time.monotonic()
         try:
-            response = self._http.post(self.url, json=body)
-            content = response.content
-        except httpx.TimeoutException:
+            if self._direct is not None:
+                status, retry_after, content = self._direct.post(body)
+            else:
+                response = self._http.post(self.url, json=body)
+                status, retry_after = response.status_code, response.headers.get("retry-after")
+                content = response.content
+        except (httpx.TimeoutException, TimeoutError):
             return N8nFailure(
                 f"The analysis service did not answer within {self.timeout:g} s.",
                 True,
                 "timeout",
             )
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, OSError, http.client.HTTPException) as exc:
             return N8nFailure(
                 f"Could not reach the analysis service ({type(exc).__name__}).",
                 True,
@@ -255,13 +270,12 @@ class N8nClient:
             )
         finally:
             metrics.N8N_SECONDS.observe(time.monotonic() - started)
-        status = response.status_code
         if status >= 500 or status == 429:
             return N8nFailure(
                 f"The analysis service is unavailable (HTTP {status}).",
                 True,
                 "http_5xx" if status >= 500 else "http_429",
-                retry_after=_retry_after(response),
+                retry_after=_retry_after(retry_after),
             )
         if not 200 <= status < 300:
             return N8nFailure(
@@ -284,3 +298,119 @@ class N8nClient:
                 "not_object",
             )
         return interpret(parsed)
+
+
+USER_AGENT = "plantnotify-worker"
+IDLE_CONNECTIONS = 64  # kept-alive connections to the webhook at most (one per running call)
+
+
+class _Direct:
+    """POST to one URL over http.client, HTTP/1.1 keep-alive, one connection per call in
+    flight. A connection is reused only after a complete response that did not ask to close,
+    and only if the server has not closed it meanwhile (a readable idle socket: dropped, as
+    httpcore does). Nothing is retried here: a failed call is the caller's to retry."""
+
+    def __init__(
+        self,
+        https: bool,
+        host: str,
+        port: int | None,
+        target: str,
+        timeout: float,
+        headers: dict[str, str],
+    ) -> None:
+        self._https = https
+        self._host = host
+        self._port = port
+        self._target = target
+        self._timeout = timeout
+        self._headers = headers
+        self._context = _tls_context() if https else None
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, url: str, timeout: float) -> _Direct | None:
+        """None when httpx must make the call (a scheme we don't do, or a proxy applies)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None
+        host = parts.hostname
+        if _proxied(parts.scheme, host):
+            return None
+        headers = {
+            "Host": parts.netloc.rsplit("@", 1)[-1],
+            "User-Agent": USER_AGENT,
+            "Accept": "*/*",
+            "Content-Type": "application/json",
+        }
+        if parts.username is not None:
+            user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            token = base64.b64encode(user_pass.encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.scheme == "https", host, parts.port, target, timeout, headers)
+
+    def post(self, body: dict[str, Any]) -> tuple[int, str | None, bytes]:
+        """(status, Retry-After, body up to one byte past the limit)."""
+        data = json.dumps(body, separators=(",", ":")).encode()
+        conn = self._take()
+        try:
+            conn.request("POST", self._target, data, self._headers)
+            response = conn.getresponse()
+            content = response.read(MAX_RESPONSE_BYTES + 1)
+            reusable = response.isclosed() and not response.will_close
+        except BaseException:
+            conn.close()
+            raise
+        if reusable:
+            self._give(conn)
+        else:
+            conn.close()
+        return response.status, response.getheader("retry-after"), content
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+    def _take(self) -> http.client.HTTPConnection:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                break
+            sock = conn.sock
+            if sock is not None and not select.select([sock], [], [], 0)[0]:
+                return conn
+            conn.close()  # the server closed it (or sent something unasked): not reusable
+        if self._https:
+            return http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._timeout, context=self._context
+            )
+        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+
+    def _give(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < IDLE_CONNECTIONS:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+
+def _proxied(scheme: str, host: str) -> bool:
+    proxies = urllib.request.getproxies()
+    if scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(host)
+
+
+def _tls_context() -> ssl.SSLContext:
+    """The CA bundle httpx would use (certifi), else the system's."""
+    try:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+    except ImportError:
+        return ssl.create_default_context()

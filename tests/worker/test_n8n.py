@@ -122,3 +122,29 @@ def test_only_a_health_score_in_range_is_read(score: object, expected: int | Non
     assert answer.overall_health_score == expected
     assert answer.crop_type is None
     assert answer.primary_concern is not None and len(answer.primary_concern) == 200
+
+
+def test_calls_keep_one_connection_alive_and_a_reset_one_is_not_reused(
+    fake_n8n: FakeN8n,
+) -> None:
+    n8n = client(fake_n8n, attempts=1)
+    direct = n8n._direct
+    assert direct is not None  # no proxy in the test environment: http.client, not httpx
+    assert isinstance(n8n.analyse(request("a1"), threading.Event()), N8nAnswer)
+    [kept] = direct._idle
+    assert isinstance(n8n.analyse(request("a2"), threading.Event()), N8nAnswer)
+    assert direct._idle == [kept]  # the same connection served the second call
+    fake_n8n.plan("a3", "reset")
+    assert isinstance(n8n.analyse(request("a3"), threading.Event()), N8nFailure)
+    assert direct._idle == []  # a failed connection is closed, not pooled
+    assert isinstance(n8n.analyse(request("a4"), threading.Event()), N8nAnswer)
+    n8n.close()
+
+
+def test_a_proxied_webhook_goes_through_httpx(
+    fake_n8n: FakeN8n, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert client(fake_n8n)._direct is None
