@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import queue
 import random
 import threading
 import time
@@ -37,6 +38,9 @@ from worker.process import Result, Verdict
 log = logging.getLogger("plantnotify.worker.consumer")
 
 MAX_JOB_BYTES = 4096
+IDLE_THREAD_SECONDS = 60.0  # a job thread with nothing to do for this long ends
+
+_Item = tuple[pika.BlockingConnection, BlockingChannel, int, AnalysisJob]
 
 
 class UndecodableJob(ValueError):
@@ -80,6 +84,9 @@ class Consumer:
         self._inflight_lock = threading.Condition()
         self._connection: pika.BlockingConnection | None = None
         self._on_drain_timeout = on_drain_timeout
+        # Job threads waiting for their next job (each its own hand-off queue), newest last:
+        # starting a thread per delivery cost more CPU than anything else the consumer does.
+        self._idle: list[queue.SimpleQueue[_Item | None]] = []
 
     # --- control (any thread) -------------------------------------------------------------
 
@@ -118,6 +125,7 @@ class Consumer:
             if self._stop.wait(delay * random.uniform(0.8, 1.2)):
                 break
             delay = min(delay * 2, 15.0)
+        self._retire_idle_threads()
 
     def _consume(self, drain_seconds: float) -> None:
         connection = pika.BlockingConnection(self._params)
@@ -187,15 +195,41 @@ class Consumer:
             traceparent = traceparent.decode("ascii", "replace")
         if isinstance(traceparent, str) and len(traceparent) <= 55:
             job = job.model_copy(update={"traceparent": traceparent})
+        item: _Item = (connection, channel, tag, job)
         with self._inflight_lock:
             self._inflight += 1
-        thread = threading.Thread(
-            target=self._run_job,
-            args=(connection, channel, tag, job),
-            name=f"job-{job.analysis_id[:8]}",
-            daemon=True,
-        )
-        thread.start()
+            handoff = self._idle.pop() if self._idle else None
+        if handoff is not None:
+            handoff.put(item)
+            return
+        handoff = queue.SimpleQueue()
+        handoff.put(item)
+        threading.Thread(target=self._job_thread, args=(handoff,), name="job", daemon=True).start()
+
+    def _job_thread(self, handoff: queue.SimpleQueue[_Item | None]) -> None:
+        """Run jobs handed to this thread until it idles for IDLE_THREAD_SECONDS."""
+        item = handoff.get()
+        while item is not None:
+            connection, channel, tag, job = item
+            threading.current_thread().name = f"job-{job.analysis_id[:8]}"
+            self._run_job(connection, channel, tag, job)
+            with self._inflight_lock:
+                self._idle.append(handoff)
+            try:
+                item = handoff.get(timeout=IDLE_THREAD_SECONDS)
+            except queue.Empty:
+                with self._inflight_lock:
+                    if handoff in self._idle:
+                        self._idle.remove(handoff)
+                        return
+                # A delivery took this thread just as it timed out: its job is on the way.
+                item = handoff.get()
+
+    def _retire_idle_threads(self) -> None:
+        with self._inflight_lock:
+            idle, self._idle = self._idle, []
+        for handoff in idle:
+            handoff.put(None)
 
     def _run_job(
         self,
