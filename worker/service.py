@@ -93,13 +93,11 @@ class Worker:
             on_drain_timeout=self.cancel.set,
         )
         self._threads: list[threading.Thread] = []
-        # MQTT 3.1.1 engines (NATS) have no message expiry: clear expired retained events here.
-        self.expiry = (
-            RetainedExpirySweeper(
-                settings.database_url, service_connect_options(settings, "worker-expiry")
-            )
-            if settings.mqtt_protocol == 4
-            else None
+        # Expired retained events are cleared here on every engine: MQTT 3.1.1 (NATS) has no
+        # message expiry, and Mosquitto 2.0 keeps an expired retained message in memory until
+        # a subscriber or a new publish touches its topic (worker/retained_expiry.py).
+        self.expiry = RetainedExpirySweeper(
+            settings.database_url, service_connect_options(settings, "worker-expiry")
         )
 
     def start(self) -> Worker:
@@ -111,8 +109,7 @@ class Worker:
             raise RuntimeError("cannot take this worker's presence lock in PostgreSQL")
         faults.announce()
         self.outbox.start(lead=not faults.crash_after_commit_armed())
-        if self.expiry is not None:
-            self.expiry.start()
+        self.expiry.start()
         for target, name in ((self._keep_leases, "leases"), (self._consume, "consumer")):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -148,8 +145,7 @@ class Worker:
         self.outbox.wake()
         time.sleep(0.2)
         self.outbox.stop()
-        if self.expiry is not None:
-            self.expiry.stop()
+        self.expiry.stop()
         self.n8n.close()
         self.presence.close()
         self.engine.dispose()
