@@ -6,7 +6,9 @@ worker`` and the N8N stand-in (0 s). A feeder agent creates analyses as the API 
 image, job on RabbitMQ with confirms) at ``SOAK_RATE``/s; 2,000 subscribers (persistent MQTT 5
 sessions, one per user) reconnect whenever they are dropped. Early in the run (before the
 window whose growth is judged) RabbitMQ is restarted, then PostgreSQL, then the broker is
-SIGKILLed and started again. Every minute: RSS and open files of every process.
+SIGKILLed and started again. Every minute: RSS and open files of every process, the load
+average and the machine's CPU use since the previous sample (the run is too long for an
+exclusive machine, so whatever else ran is on record beside the numbers).
 
 Report: RSS and fd growth per process from the end of the first third of the run (minute 10
 of 30) to the end, analyses lost (created but never Completed/Failed), final events never
@@ -26,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from bench import machine
 from bench.context import BenchContext
 from bench.plots import figure, save
 from bench.private import PrivatePostgres, PrivateRabbit
@@ -140,9 +143,16 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         }
 
     samples: list[dict[str, Any]] = []
+    cpu_last = [machine.cpu_times()]
 
     def sample(t: float) -> None:
         row: dict[str, Any] = {"minute": round(t / 60, 2)}
+        cpu_now = machine.cpu_times()
+        row["load"] = {
+            **machine.load_snapshot(),
+            "machine_cpu_busy": machine.cpu_busy_fraction(cpu_last[0], cpu_now),
+        }
+        cpu_last[0] = cpu_now
         for role, pid in roles().items():
             try:
                 row[role] = {"rss_kib": rss_kib(pid), "fds": open_files(pid)} if pid else None
@@ -230,6 +240,10 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             "max_rss_growth_pct": max((g["rss_growth_pct"] for g in growth.values()), default=None),
             "fd_growth": {r: g["fds_to"] - g["fds_from"] for r, g in growth.items()},
             "feeder_retries": fed["retries"],
+            "loadavg_1m_max": max((s["load"]["loadavg_1m"] or 0.0 for s in samples), default=None),
+            "loadavg_1m_mean": round(
+                sum(s["load"]["loadavg_1m"] or 0.0 for s in samples) / len(samples), 2
+            ),
         }
     )
     result.notes.append(
@@ -269,18 +283,32 @@ def _unfinished(database_url: str, ids: list[str], wait: float) -> list[str]:
 
 def plot(result: ScenarioResult, out_dir: Path) -> list[Path]:
     samples = result.series["samples"]
-    fig, (rss_ax, fd_ax) = figure("Soak: memory and open files per process", ncols=2, width=7)
-    roles = [k for k in samples[0] if k not in ("minute", "devices", "feeder")]
+    fig, (rss_ax, fd_ax, load_ax) = figure(
+        "Soak: memory and open files per process, machine load", ncols=3, width=6
+    )
+    roles = [k for k in samples[0] if k not in ("minute", "devices", "feeder", "load")]
     for role in roles:
         xs = [s["minute"] for s in samples if s.get(role)]
         rss_ax.plot(xs, [s[role]["rss_kib"] / 1024 for s in samples if s.get(role)], label=role)
         fd_ax.plot(xs, [s[role]["fds"] for s in samples if s.get(role)], label=role)
     for fault in result.series["faults"]:
-        for ax in (rss_ax, fd_ax):
+        for ax in (rss_ax, fd_ax, load_ax):
             ax.axvline(fault["minute"], color="#999", lw=0.7, ls=":")
     rss_ax.set_xlabel("minute")
     rss_ax.set_ylabel("RSS (MiB)")
     fd_ax.set_xlabel("minute")
     fd_ax.set_ylabel("open files")
+    load_ax.plot(
+        [s["minute"] for s in samples],
+        [s["load"]["loadavg_1m"] for s in samples],
+        label="load average (1 min)",
+    )
+    load_ax.plot(
+        [s["minute"] for s in samples],
+        [(s["load"]["machine_cpu_busy"] or 0.0) * (os.cpu_count() or 1) for s in samples],
+        label="busy cores",
+    )
+    load_ax.set_xlabel("minute")
+    load_ax.legend(fontsize=7)
     rss_ax.legend(fontsize=7)
     return [save(fig, out_dir / f"{NAME}.png")]
