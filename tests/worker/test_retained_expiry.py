@@ -79,6 +79,17 @@ def test_expired_retained_events_are_cleared_and_live_ones_kept(
         assert got == [renewed, live]
     finally:
         sub.close()
+        # The cluster is shared with later tests (a service's "users/#" must find nothing).
+        svc = connect(
+            nats_cluster.ports[0],
+            "svc-rexp",
+            nats_cluster.token("svc-rexp", service=True),
+            "svc-rexp-1",
+            protocol=V311,
+        )
+        for analysis in (renewed, live):
+            svc.publish(analysis_topic(user, analysis), b"", retain=True)
+        svc.close()
 
 
 RETAINED_COUNT = "$SYS/broker/retained messages/count"
