@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.supervisor import remove_at_exit
 from plantnotify.net import free_port, port_open
 
 
@@ -39,6 +40,7 @@ class PrivatePostgres:
         # Its own directory under the temp dir: the bench's scratch directory is private to
         # the user running it, and the server runs as the postgres user when that is root.
         self.root = Path(tempfile.mkdtemp(prefix="plantnotify-bench-pg-"))
+        remove_at_exit(self.root)
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.port = free_port()
@@ -117,6 +119,7 @@ class PrivateRabbit:
         # Its own directory under the temp dir, owned by the rabbitmq user when run as root
         # (the server drops to that user).
         self.root = Path(tempfile.mkdtemp(prefix="plantnotify-bench-rabbitmq-"))
+        remove_at_exit(self.root)
         self.root.chmod(0o755)
         self.node = f"{name}@localhost"
         self.port = free_port()

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench import machine, scenarios
+from bench import machine, scenarios, supervisor
 from bench.context import BenchContext
 from bench.results import Report, ScenarioResult
 from bench.targets import evaluate
@@ -24,6 +24,8 @@ def run_bench(
     *, quick: bool, names: list[str], out_dir: Path, console: Console | None = None
 ) -> Report:
     console = console or Console()
+    # Whatever the run starts dies with it, even when it is SIGKILLed (bench/supervisor.py).
+    supervisor.supervise()
     modules: list[ModuleType] = [scenarios.load(n) for n in names]
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%d-%H%M%S")
@@ -34,6 +36,7 @@ def run_bench(
     cpu_before = machine.cpu_times()
     t0 = time.monotonic()
     work_dir = Path(tempfile.mkdtemp(prefix="plantnotify-bench-"))
+    supervisor.remove_at_exit(work_dir)
     ctx = BenchContext(quick=quick, out_dir=out_dir, work_dir=work_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if any(getattr(m, "NEEDS_SERVICES", False) for m in modules):
