@@ -60,6 +60,9 @@ class Intake:
         self.lookback = lookback
         # (eventId, userId, analysisId): appended on the MQTT thread, taken on the loop's.
         self._arrivals: deque[tuple[str, str, str]] = deque()
+        # The same, for users with no live session when their event arrived: each is a push to
+        # decide at once, so these are taken in (and settled) before any online user's event.
+        self._urgent: deque[tuple[str, str, str]] = deque()
         self._swept_until: datetime | None = None  # a complete sweep saw everything up to here
         self._next_full_sweep = 0.0
 
@@ -89,20 +92,46 @@ class Intake:
         if not same:
             log.warning("event on a topic that does not match its body ignored")
             return False
-        self._arrivals.append((event_id, user_id, analysis_id))
+        if self._live(user_id) == 0:
+            self._urgent.append((event_id, user_id, analysis_id))
+        else:
+            self._arrivals.append((event_id, user_id, analysis_id))
         return True
 
     def forget_arrivals(self) -> None:
         """After a database error: the sweep finds them again from the events table."""
+        self._urgent.clear()
         self._arrivals.clear()
 
-    def take_in_arrivals(self, now: datetime) -> datetime | None:
-        """The events that arrived over MQTT since the last call, checked against the database
-        (the worker commits the row before it publishes): one query and one insert per batch.
-        Returns when the earliest of them falls due (None: nothing new)."""
+    def take_in_urgent(self, now: datetime) -> datetime | None:
+        """Like :meth:`take_in_arrivals`, for the events of users who were offline when they
+        arrived only: the loop takes these in and settles them before the online users' events,
+        so an offline user's push never waits behind thousands of events that are not due for
+        a grace period anyway."""
+        return self._take_in_queued(self._urgent, ARRIVALS_BATCH, now)
+
+    def take_in_arrivals(self, now: datetime, limit: int = ARRIVALS_BATCH) -> datetime | None:
+        """The events that arrived over MQTT since the last call (offline users' first), checked
+        against the database (the worker commits the row before it publishes): one query and
+        one insert per batch of at most ``limit``. Returns when the earliest of them falls due
+        (None: nothing new)."""
+        due = self._take_in_queued(self._urgent, limit, now)
+        later = self.take_in_online(now, limit)
+        if later is not None and (due is None or later < due):
+            due = later
+        return due
+
+    def take_in_online(self, now: datetime, limit: int = ARRIVALS_BATCH) -> datetime | None:
+        """The events of users who were live when they arrived, at most ``limit`` of them: their
+        decisions fall due when the grace period ends (or the user goes offline)."""
+        return self._take_in_queued(self._arrivals, limit, now)
+
+    def _take_in_queued(
+        self, queued: deque[tuple[str, str, str]], limit: int, now: datetime
+    ) -> datetime | None:
         arrivals: list[tuple[str, str, str]] = []
-        while self._arrivals and len(arrivals) < ARRIVALS_BATCH:
-            arrivals.append(self._arrivals.popleft())
+        while queued and len(arrivals) < limit:
+            arrivals.append(queued.popleft())
         if not arrivals:
             return None
         refs = self.store.events([eid for eid, _, _ in arrivals])
@@ -117,7 +146,7 @@ class Intake:
 
     @property
     def arrivals_waiting(self) -> bool:
-        return bool(self._arrivals)
+        return bool(self._arrivals) or bool(self._urgent)
 
     def sweep(self, now: datetime, limit: int = SWEEP_BATCH) -> tuple[datetime | None, bool]:
         """Terminal events published but not taken in (this bridge was away, or MQTT missed

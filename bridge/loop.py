@@ -36,6 +36,8 @@ log = logging.getLogger("plantnotify.bridge")
 # receipts the broker kept in our persistent session while we were away are read first.
 STARTUP_HOLD_SECONDS = 10.0
 MAX_BATCH = 500
+# Online users' events taken in per pass of the loop (one query and one insert).
+ONLINE_BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,16 +124,20 @@ class Loop:
                     if self.intake.went_offline(gone, utcnow()):
                         self._dirty = True
                 self._events_woken = False
-                due = self.intake.take_in_arrivals(utcnow())
-                self._due(due)
-                if self.intake.arrivals_waiting:
-                    self.inbox.put(WAKE)  # more than one batch queued: go round again at once
+                # Offline users' events first, and settled at once: their push is due now.
+                self._due(self.intake.take_in_urgent(utcnow()))
                 if self.presence.sync_step():
                     self._in_sync()
                 mono = time.monotonic()
                 if self._dirty or mono >= self._next_check:
                     self._dirty = False
                     self._tick()
+                # Then a bounded batch of online users' events (due when their grace period
+                # ends): a pass stays short, so an offline user's event that arrives meanwhile
+                # waits for one batch at most, not for the whole backlog.
+                self._due(self.intake.take_in_online(utcnow(), ONLINE_BATCH))
+                if self.intake.arrivals_waiting:
+                    self.inbox.put(WAKE)  # more queued: go round again at once
                 # After settling: a fresh offline user's event never waits behind a sweep.
                 if mono >= self._next_sweep:
                     self._next_sweep = mono + self.poll

@@ -14,10 +14,10 @@ from plantnotify.contracts.events import AnalysisCompleted, AnalysisFailed, Anal
 from plantnotify.mqtt import Message
 
 
-def _intake() -> Intake:
+def _intake(live: int | None = 0) -> Intake:
     return Intake(
         Store(sessionmaker(), "t"),
-        lambda user: 0,
+        lambda user: live,
         grace=timedelta(seconds=10),
         lookback=timedelta(hours=1),
     )
@@ -33,10 +33,22 @@ def test_terminal_events_are_queued_with_their_ids() -> None:
     failed = AnalysisFailed(analysis_id="a1", user_id="u1", error_message="x")
     assert intake.event("u1", "a1", _msg(done.to_json_bytes()))
     assert intake.event("u1", "a1", _msg(failed.to_json_bytes()))
-    assert list(intake._arrivals) == [
+    # the user is offline: both are decided before any online user's event
+    assert list(intake._urgent) == [
         (done.event_id, "u1", "a1"),
         (failed.event_id, "u1", "a1"),
     ]
+    assert not intake._arrivals
+
+
+def test_online_and_unknown_users_events_wait_behind_offline_ones() -> None:
+    done = AnalysisCompleted(analysis_id="a1", user_id="u1", image_url="/i")
+    for live in (1, None):  # live, or not in sync with the broker yet
+        intake = _intake(live)
+        assert intake.event("u1", "a1", _msg(done.to_json_bytes()))
+        assert list(intake._arrivals) == [(done.event_id, "u1", "a1")]
+        assert not intake._urgent
+        assert intake.arrivals_waiting
 
 
 def test_replays_progress_mismatches_and_garbage_are_not_queued() -> None:
