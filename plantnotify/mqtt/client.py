@@ -31,6 +31,50 @@ from plantnotify.mqtt.types import ConnectionState, ConnectOptions, Message
 log = logging.getLogger("plantnotify.mqtt")
 
 
+READ_AHEAD = 65536  # bytes read from a plain TCP socket per recv
+DRAIN_PACKETS = 512  # packets read from the read-ahead buffer between two select() calls
+
+
+class _ReadAhead:
+    """A plain TCP socket whose ``recv`` reads up to ``READ_AHEAD`` bytes at a time and serves
+    paho's small reads (one byte of packet type, the length bytes, then the body) from a buffer.
+
+    paho reads every packet with three or four ``recv`` calls and one ``select``: each a system
+    call that lets go of the GIL, and each a wait of up to the interpreter's switch interval
+    (5 ms) to get it back while another thread of the process computes. A service that takes in
+    thousands of messages a second beside busy threads (the bridge) spent its MQTT thread
+    waiting for the GIL. ``pending`` tells paho (and :meth:`MqttClient._service`) that whole
+    packets may already be buffered."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = bytearray()
+
+    def recv(self, bufsize: int) -> bytes:
+        if not self._buf:
+            data = self._sock.recv(max(bufsize, READ_AHEAD))
+            if len(data) <= bufsize:
+                return bytes(data)
+            self._buf += data
+        out = bytes(self._buf[:bufsize])
+        del self._buf[:bufsize]  # deleting a bytearray's head is O(1) amortized
+        return out
+
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class _Paho(paho.Client):
+    def _create_socket(self) -> Any:
+        sock = super()._create_socket()
+        if self._transport == "tcp" and not self._ssl:
+            return _ReadAhead(sock)
+        return sock
+
+
 class _Ack:
     """Completion of one acknowledged operation (PUBACK or SUBACK)."""
 
@@ -121,7 +165,7 @@ class MqttClient:
         protocol = (
             MQTTProtocolVersion.MQTTv5 if options.protocol == 5 else MQTTProtocolVersion.MQTTv311
         )
-        self._paho = paho.Client(
+        self._paho = _Paho(
             CallbackAPIVersion.VERSION2,
             client_id=options.client_id,
             protocol=protocol,
@@ -313,6 +357,18 @@ class MqttClient:
         refreshing = False
         while True:
             rc = self._paho.loop(timeout=0.05)
+            # Whole packets already read ahead: handled without a select() each (loop() takes
+            # one packet per call when nothing is in flight, as for QoS 0 subscriptions).
+            sock = self._paho.socket()
+            drained = 0
+            while (
+                rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+                and isinstance(sock, _ReadAhead)
+                and sock.pending()
+                and drained < DRAIN_PACKETS
+            ):
+                rc = self._paho.loop_read()
+                drained += 1
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 return refreshing
             if self._stop.is_set() and not refreshing:

@@ -164,3 +164,36 @@ def test_reconnects_with_fresh_credentials_before_expiry(broker, make_client) ->
     wait_for(lambda: len(issued) >= 3, 10, what="two credential refreshes")
     gina.wait_connected(5)
     gina.publish(topics.receipts_topic("mq-gina"), b'{"eventId":"e"}').wait(5)
+
+
+def test_read_ahead_serves_small_reads_from_one_recv() -> None:
+    """paho's one-byte reads of a packet come from one read-ahead, whole or short."""
+    from plantnotify.mqtt.client import _ReadAhead
+
+    class Sock:
+        def __init__(self, chunks: list[bytes]) -> None:
+            self.chunks, self.calls = chunks, 0
+
+        def recv(self, n: int) -> bytes:
+            self.calls += 1
+            if not self.chunks:
+                raise BlockingIOError
+            return self.chunks.pop(0)
+
+        def fileno(self) -> int:
+            return 7
+
+    sock = Sock([b"\x30\x05hello\x30", b"\x02hi"])
+    ra = _ReadAhead(sock)
+    assert ra.fileno() == 7  # everything else is the socket's
+    assert [ra.recv(1), ra.recv(1), ra.recv(5)] == [b"\x30", b"\x05", b"hello"]
+    assert ra.pending() == 1 and sock.calls == 1
+    assert ra.recv(1) == b"\x30" and ra.pending() == 0
+    assert ra.recv(1) == b"\x02" and ra.recv(10) == b"hi"  # a short read, as a socket's
+    assert sock.calls == 2
+    try:
+        ra.recv(1)
+    except BlockingIOError:
+        pass
+    else:
+        raise AssertionError("an empty non-blocking socket must still raise")
