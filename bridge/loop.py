@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.exc import DBAPIError
 
@@ -25,7 +26,6 @@ from bridge import metrics
 from bridge.decision import DecisionState
 from bridge.intake import Intake
 from bridge.presence import PresenceSource
-from bridge.senders import Senders
 from bridge.store import Store
 from plantnotify.contracts.topics import parse_topic
 from plantnotify.mqtt import ConnectionState, Message
@@ -38,6 +38,12 @@ STARTUP_HOLD_SECONDS = 10.0
 MAX_BATCH = 500
 # Online users' events taken in per pass of the loop (one query and one insert).
 ONLINE_BATCH = 1000
+
+
+class Wakeable(Protocol):
+    """The senders (threads or processes): told when deliveries were created or fell due."""
+
+    def wake(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +67,7 @@ class Loop:
         store: Store,
         presence: PresenceSource,
         intake: Intake,
-        senders: Senders,
+        senders: Wakeable,
         grace: timedelta,
         poll: float,
         stop: threading.Event,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -45,6 +46,18 @@ CLAIM_BATCH = 64
 QUEUE_PER_SENDER = 2
 # Attempts stored in one transaction at most (whatever finished while the last one committed).
 RECORD_BATCH = 128
+
+
+def count_metric(name: str, label: str, value: float = 1.0) -> None:
+    """One metric update of the sending pipeline, in this process's registry."""
+    if name == "pushes":
+        metrics.PUSHES.labels(label).inc(value)
+    elif name == "deliveries":
+        metrics.DELIVERIES.labels(label).inc(value)
+    elif name == "push_latency":
+        metrics.PUSH_LATENCY.observe(value)
+    elif name == "config_errors":
+        metrics.CONFIG_ERRORS.inc(value)
 
 
 class Sender(Protocol):
@@ -95,6 +108,8 @@ class Senders:
         self._queue_max = max(1, concurrency * QUEUE_PER_SENDER)
         self._claims: queue.Queue[Claim] = queue.Queue()
         self._done: queue.Queue[Any] = queue.Queue()
+        # Where the pipeline's metrics go: this process's (a sender process relays them).
+        self.count: Callable[..., None] = count_metric
 
     def start(self) -> None:
         claimer = threading.Thread(target=self._claim_loop, name="fcm-claim", daemon=True)
@@ -271,7 +286,7 @@ class Senders:
             trace_id=claim.payload.get("traceId"),
         ):
             if claim.lost_previous:
-                metrics.PUSHES.labels("unknown").inc()  # the lost attempt (see the store)
+                self.count("pushes", "unknown")  # the lost attempt (see the store)
             extra: dict[str, Any] = {
                 "device": device_ref(claim.device_token),
                 "attempt": claim.attempt,
@@ -286,17 +301,19 @@ class Senders:
                     "push attempt reported after its lease was lost; not counted", extra=extra
                 )
                 return
-            metrics.PUSHES.labels(str(a.outcome)).inc()
+            self.count("pushes", str(a.outcome))
             if step.retry_in is None:
-                metrics.DELIVERIES.labels(str(step.status)).inc()
+                self.count("deliveries", str(step.status))
             if a.outcome is Outcome.SENT:
                 if claim.published_at is not None:
-                    metrics.PUSH_LATENCY.observe(
-                        max(0.0, (a.finished - claim.published_at).total_seconds())
+                    self.count(
+                        "push_latency",
+                        "",
+                        max(0.0, (a.finished - claim.published_at).total_seconds()),
                     )
                 log.info("push sent", extra=extra)
             elif a.outcome is Outcome.CONFIG:
-                metrics.CONFIG_ERRORS.inc()
+                self.count("config_errors", "")
                 log.error(
                     "FCM configuration problem (check FCM_CREDENTIALS_FILE / FCM_ENDPOINT / the "
                     "project): %s; the device is kept and the push retried in %.0fs",

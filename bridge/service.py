@@ -12,7 +12,8 @@ Where each concept lives:
 
 Threads: the MQTT client thread (plantnotify.mqtt) only hands messages and state changes to the
 loop (events straight into the intake's queue, the rest to the inbox); the loop thread (:meth:`Bridge.run`) owns the session picture and does all
-deciding; ``FCM_CONCURRENCY`` sender threads each lease due deliveries. Everything a restart
+deciding; ``FCM_CONCURRENCY`` sender threads each lease due deliveries (with
+``FCM_SENDER_PROCESSES``, that many processes of their own run them: :mod:`bridge.sender_process`). Everything a restart
 needs is in PostgreSQL, so a restart in the middle of a grace period ends in exactly one push or
 none.
 """
@@ -37,6 +38,7 @@ from bridge.loop import Item, Loop
 from bridge.presence import BrokerPresence, PresenceSource, broker_presence_filters
 from bridge.presence_nats import NatsPresence
 from bridge.retry import RetryPolicy
+from bridge.sender_process import SenderProcesses
 from bridge.senders import Sender, Senders
 from bridge.sessions import SessionPicture
 from bridge.store import Store
@@ -159,16 +161,22 @@ class Bridge:
             grace=grace,
             lookback=timedelta(seconds=settings.bridge_lookback_seconds),
         )
-        self.senders = Senders(
-            self.store,
-            self.sender,
-            self.policy,
-            lease=lease,
-            concurrency=settings.fcm_concurrency,
-            ttl_seconds=settings.fcm_ttl_seconds,
-            web_base_url=settings.public_base_url,
-            stop=self._stop,
-        )
+        self.senders: Senders | SenderProcesses
+        if settings.fcm_sender_processes and sender is None:
+            self.senders = SenderProcesses(
+                settings, self.instance, settings.fcm_sender_processes, self._stop
+            )
+        else:
+            self.senders = Senders(
+                self.store,
+                self.sender,
+                self.policy,
+                lease=lease,
+                concurrency=settings.fcm_concurrency,
+                ttl_seconds=settings.fcm_ttl_seconds,
+                web_base_url=settings.public_base_url,
+                stop=self._stop,
+            )
         self.loop = Loop(
             store=self.store,
             presence=self.presence,

@@ -273,6 +273,13 @@ class Settings(BaseSettings):
         1800.0, ge=0, description="A push blocked by a configuration error is dropped after this."
     )
     fcm_concurrency: int = Field(8, ge=1, description="FCM sends in flight per bridge.")
+    fcm_sender_processes: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="Processes of their own that send a bridge's pushes, each with "
+        "`FCM_CONCURRENCY` sends in flight (0: threads of the bridge process).",
+    )
     fcm_ttl_seconds: int = Field(
         86400, ge=0, le=2_419_200, description="How long FCM keeps an undelivered push."
     )
