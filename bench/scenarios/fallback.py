@@ -51,6 +51,9 @@ REQUIRES = ("worker.outbox", "devtools.fcm_emulator", "bridge.service")
 NEEDS_SERVICES = True  # a throwaway database and vhost
 TITLE = "Offline users: push decision alone and beside online traffic, pushes/s vs firebase-admin"
 USERS = [f"off{i}" for i in range(50)]
+# The bridge sends its pushes from processes of its own (FCM_SENDER_PROCESSES), each with
+# FCM_CONCURRENCY sends in flight; the direct baseline is one process of FCM_CONCURRENCY threads.
+SENDER_PROCESSES = 2
 ONLINE = [f"on{i}" for i in range(100)]
 
 
@@ -187,7 +190,12 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             wait=False,
         ),
         start_service(
-            ctx, "fallback-bridge", ["bridge"], settings, ready_port=bridge_metrics, wait=False
+            ctx,
+            "fallback-bridge",
+            ["bridge"],
+            settings.model_copy(update={"fcm_sender_processes": SENDER_PROCESSES}),
+            ready_port=bridge_metrics,
+            wait=False,
         ),
     ]
     if not ctx.quick:  # 2,000 events/s: two workers share the outbox (see sustained)
@@ -336,7 +344,8 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         f"for {alone_seconds:.0f} s; then {offline_rate}/s beside {online_rate} online events/s "
         f"for {mixed_seconds:.0f} s; then a burst of {burst} offline events in one commit. "
         f"{'One worker' if ctx.quick else 'Two workers'}, one bridge "
-        f"(FCM_CONCURRENCY={settings.fcm_concurrency}); direct baseline: firebase-admin "
+        f"(FCM_SENDER_PROCESSES={SENDER_PROCESSES}, FCM_CONCURRENCY={settings.fcm_concurrency} "
+        "each); direct baseline: firebase-admin "
         f"messaging.send from {settings.fcm_concurrency} threads to the same emulator."
     )
 
