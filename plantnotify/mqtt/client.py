@@ -426,11 +426,13 @@ class MqttClient:
             subs = list(self._subscriptions.items())
         if (
             self._opts.protocol == 4
-            and self._granted_once
+            and (self._granted_once or not self._opts.clean_start)
             and getattr(flags, "session_present", False)
         ):
             # MQTT 3.1.1 has no Retain Handling: the session kept these subscriptions (granted
-            # earlier by this client), and subscribing again would replay every retained one.
+            # earlier by this client, or by the process that used this client id before us: a
+            # restarted service with a stable name), and subscribing again would replay every
+            # retained message (each start of the bridge was sent every retained event).
             subs = [(f, q) for f, q in subs if f not in self._opts.no_retained_replay]
         self._state = ConnectionState.CONNECTED
         if subs:
