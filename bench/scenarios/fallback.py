@@ -171,6 +171,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     alone_rate, alone_seconds = ctx.pick((20, 1.0), (10, 10.0))
     online_rate, offline_rate, mixed_seconds = ctx.pick((300, 20, 2.0), (2000, 100, 10.0))
     burst = ctx.pick(60, 1000)
+    sender_processes = ctx.pick(1, SENDER_PROCESSES)  # quick: the path, not the numbers
     ctx.step("database, vhost, broker, worker")
     stack = our_stack(ctx)
     settings = stack.settings
@@ -193,7 +194,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             ctx,
             "fallback-bridge",
             ["bridge"],
-            settings.model_copy(update={"fcm_sender_processes": SENDER_PROCESSES}),
+            settings.model_copy(update={"fcm_sender_processes": sender_processes}),
             ready_port=bridge_metrics,
             wait=False,
         ),
@@ -344,7 +345,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         f"for {alone_seconds:.0f} s; then {offline_rate}/s beside {online_rate} online events/s "
         f"for {mixed_seconds:.0f} s; then a burst of {burst} offline events in one commit. "
         f"{'One worker' if ctx.quick else 'Two workers'}, one bridge "
-        f"(FCM_SENDER_PROCESSES={SENDER_PROCESSES}, FCM_CONCURRENCY={settings.fcm_concurrency} "
+        f"(FCM_SENDER_PROCESSES={sender_processes}, FCM_CONCURRENCY={settings.fcm_concurrency} "
         "each); direct baseline: firebase-admin "
         f"messaging.send from {settings.fcm_concurrency} threads to the same emulator."
     )
