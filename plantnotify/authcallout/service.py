@@ -9,6 +9,11 @@ answers). Two connections:
   (``$SYS.ACCOUNT.APP.CONNECT`` / ``DISCONNECT``, ``$SYS.SERVER.*.SHUTDOWN``, and CONNZ of
   every node at start and every ``resync_seconds``).
 
+The cap is exact cluster-wide: every user grant is a compare-and-set on the user's key of a
+JetStream key-value bucket in the AUTH account (:mod:`plantnotify.authcallout.capstore`), the
+presence picture deciding which recorded connections have ended. Requests are decided
+concurrently (each in its own task), so a grant waiting for the bucket does not hold up others.
+
 and a third, as the ``feed`` user (APP account, exempt from the callout, allowed only these
 two subjects): revocation lines from the API's feed (``$CONTROL.plantnotify.revocations``),
 and our requests for all of them (``plantnotify.broker.revocations.resync``, a ``BrokerBoot``
@@ -42,6 +47,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from plantnotify.authcallout import natsjwt
+from plantnotify.authcallout.capstore import CapStore, CapUnavailable
 from plantnotify.authcallout.revocations import Revocations
 from plantnotify.authcallout.rules import Refused, TokenConfig, check_connect
 from plantnotify.broker.engines.nats.config import APP_ACCOUNT, subject
@@ -72,6 +78,8 @@ KICK_SUBJECT = "$SYS.REQ.SERVER.{}.KICK"
 RESYNC_EVERY_SECONDS = 2.0  # ask the feed again until its SYNC for us came
 KICK_AGAIN_SECONDS = 1.5  # a connection granted just before the line may not be kickable yet
 PRUNE_SECONDS = 60.0
+CAP_QUEUE_GROUP = "plantnotify-auth-callout-cap"  # one callout removes each ended connection
+MAX_DECIDING = 256  # requests decided at once; more wait (the server retries after ~2 s)
 
 
 @dataclass
@@ -114,6 +122,10 @@ class AuthCallout:
         self._sys: NatsClient | None = None
         self._feed: NatsClient | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._deciding: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(MAX_DECIDING)
+        self.cap: CapStore | None = None
+        self.cap_fallbacks = 0  # grants decided without the bucket (it did not answer)
         self.ready = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -139,6 +151,9 @@ class AuthCallout:
         await self._sys.subscribe(CONNECT_EVENTS, cb=self._on_connect_event)
         await self._sys.subscribe(DISCONNECT_EVENTS, cb=self._on_disconnect_event)
         await self._sys.subscribe(SHUTDOWN_EVENTS, cb=self._on_shutdown_event)
+        await self._sys.subscribe(
+            DISCONNECT_EVENTS, queue=CAP_QUEUE_GROUP, cb=self._release_disconnected
+        )
         await self._sys.flush()
         await self.resync()
         self._feed = await self._connect(
@@ -149,6 +164,12 @@ class AuthCallout:
         await self._feed.flush()
         self._tasks.append(asyncio.create_task(self._ask_for_revocations()))
         self._auth = await self._connect(self.keys.callout.seed_str, f"plantnotify-{self.name}")
+        self.cap = CapStore(self._auth, replicas=len(self.servers))
+        try:
+            await self.cap.open()
+        except Exception as exc:  # JetStream not there yet: go on, open it in the background
+            log.warning("connection-cap bucket not reachable yet (%s); retrying", exc)
+            self._tasks.append(asyncio.create_task(self._open_cap()))
         await self._auth.subscribe(AUTH_SUBJECT, queue=QUEUE_GROUP, cb=self._on_request)
         await self._auth.flush()
         self._tasks.append(asyncio.create_task(self._resync_loop()))
@@ -161,8 +182,18 @@ class AuthCallout:
             len(self.ledger),
         )
 
+    async def _open_cap(self) -> None:
+        assert self.cap is not None
+        while not self.cap.ready:
+            await asyncio.sleep(1.0)
+            try:
+                await self.cap.open()
+                log.info("connection-cap bucket open")
+            except Exception as exc:
+                log.debug("connection-cap bucket: %s", exc)
+
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._deciding]:
             task.cancel()
         for nc in (self._auth, self._feed, self._sys):
             if nc is not None:
@@ -171,9 +202,9 @@ class AuthCallout:
 
     async def resync(self) -> None:
         assert self._sys is not None
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         servers, conns = await connz_snapshot(self._sys)
-        self.ledger.resync(started, servers, conns)
+        self.ledger.resync(started, servers, conns, started_wall=started_wall)
 
     async def _beat(self) -> None:
         """Touch the heartbeat file while both connections are up (container health check)."""
@@ -203,6 +234,17 @@ class AuthCallout:
         event = parse_conn_event(msg.data)
         if event is not None:
             self.ledger.disconnected(event.key)
+
+    async def _release_disconnected(self, msg: Msg) -> None:
+        """Removes an ended connection from the user's key (this callout's turn in the queue
+        group; a missed one is removed by the next write of that key)."""
+        event = parse_conn_event(msg.data)
+        if event is None or self.cap is None or not self.cap.ready or not event.user:
+            return
+        try:
+            await self.cap.release(event.user, event.key, self.ledger.known_gone)
+        except Exception as exc:
+            log.debug("connection-cap release of %s: %s", event.user[:64], exc)
 
     async def _on_shutdown_event(self, msg: Msg) -> None:
         server_id = parse_shutdown(msg.data)
@@ -290,15 +332,53 @@ class AuthCallout:
     # --- decisions --------------------------------------------------------------------------
 
     async def _on_request(self, msg: Msg) -> None:
-        try:
-            claims = natsjwt.decode_request(msg.data.decode())
-        except (natsjwt.BadRequest, UnicodeDecodeError) as exc:
-            log.warning("ignoring a malformed auth request: %s", exc)
-            return
-        answer = self.decide(claims)
-        await msg.respond(answer.encode())
+        await self._slots.acquire()
+        task = asyncio.create_task(self._answer(msg))
+        self._deciding.add(task)
+        task.add_done_callback(self._deciding.discard)
 
-    def decide(self, claims: dict[str, Any]) -> str:
+    async def _answer(self, msg: Msg) -> None:
+        try:
+            try:
+                claims = natsjwt.decode_request(msg.data.decode())
+            except (natsjwt.BadRequest, UnicodeDecodeError) as exc:
+                log.warning("ignoring a malformed auth request: %s", exc)
+                return
+            answer = await self.decide(claims)
+            await msg.respond(answer.encode())
+        except Exception:
+            log.exception("auth request not answered")
+        finally:
+            self._slots.release()
+
+    async def _admit_cluster_wide(self, user: str, key: tuple[str, int], client_id: str) -> None:
+        """Records the grant in the user's key of the bucket, or raises Refused (the cap).
+        Without the bucket (not open, or no answer in time) the local check already made is
+        the decision."""
+        if self.cap is None or not self.cap.ready:
+            self.cap_fallbacks += 1
+            return
+        try:
+            taken = await self.cap.admit(
+                user,
+                key,
+                client_id,
+                self.max_connections,
+                live=lambda: [(k, c.client_id) for k, c in self.ledger.live_keys(user)],
+                gone=self.ledger.known_gone,
+            )
+        except CapUnavailable as exc:
+            self.cap_fallbacks += 1
+            log.warning("connection cap decided by this callout alone (bucket: %s)", exc)
+            return
+        if taken is not None:
+            raise Refused(
+                "limit",
+                f"{taken} live connections cluster-wide (max_connections_per_user "
+                f"{self.max_connections})",
+            )
+
+    async def decide(self, claims: dict[str, Any]) -> str:
         """The signed authorization response for one request."""
         req = claims["nats"]
         user_nkey = str(req.get("user_nkey", ""))
@@ -308,6 +388,7 @@ class AuthCallout:
         opts = req.get("connect_opts") or {}
         username = str(opts.get("user", ""))
         client_id = str(client.get("mqtt_id", ""))
+        conn_key = (server_id, int(client.get("id", 0)))
         try:
             if client.get("type") != "mqtt" and client.get("kind", "Client") == "Client":
                 # plain NATS clients: services only (no MQTT client id to check)
@@ -335,6 +416,7 @@ class AuthCallout:
                         f"{others} live connections (max_connections_per_user "
                         f"{self.max_connections})",
                     )
+                await self._admit_cluster_wide(accepted.sub, conn_key, client_id)
         except Refused as refusal:
             self.counts.add(refusal.outcome)
             log.info(
@@ -348,7 +430,7 @@ class AuthCallout:
             )
         self.counts.add("accepted")
         if not accepted.service:
-            self.ledger.grant((server_id, int(client.get("id", 0))), accepted.sub, client_id)
+            self.ledger.grant(conn_key, accepted.sub, client_id)
         sub = accepted.sub
         token = natsjwt.user_jwt(
             self.issuer,

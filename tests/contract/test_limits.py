@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 
 from tests.contract.engines import EngineUnderTest
@@ -52,3 +53,54 @@ def test_a_connection_is_kicked_when_its_token_expires(engine: EngineUnderTest) 
     assert c.disconnected.wait(ttl + engine.leeway + 4), "expired connection still open"
     late = time.time() - exp
     assert late <= engine.leeway + 2.5, f"kicked {late:.1f}s after exp"
+
+
+def _race(engine: EngineUnderTest, user: str, prefix: str, racers: int) -> list[TestClient]:
+    """``racers`` CONNECTs of ``user`` let go at once, spread over the nodes; the admitted."""
+    start = threading.Barrier(racers)
+    admitted: list[TestClient] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        start.wait()
+        try:
+            c = engine.connect(user, f"{prefix}x{i}", node=i)
+        except ConnectRefused:
+            return
+        with lock:
+            admitted.append(c)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return admitted
+
+
+def test_connects_racing_through_every_node_never_exceed_the_limit(
+    engine: EngineUnderTest,
+) -> None:
+    """The last free slot, raced for by several CONNECTs at once through every node (on NATS:
+    through every node's auth callout): exactly one gets it, round after round."""
+    user = f"race{secrets.token_hex(3)}"
+    limit = engine.max_connections
+    racers = max(6, 2 * engine.nodes)
+    held = [engine.connect(user, f"{user}-h{i}", node=i) for i in range(limit - 1)]
+    try:
+        time.sleep(0.3)  # presence reaches every callout (NATS)
+        for rnd in range(3):
+            admitted = _race(engine, user, f"{user}-r{rnd}", racers)
+            try:
+                assert len(admitted) <= 1, (
+                    f"round {rnd}: {len(admitted)} of {racers} racing CONNECTs admitted with "
+                    f"{limit - 1} of {limit} slots taken"
+                )
+                assert len(admitted) == 1, f"round {rnd}: the free slot went to nobody"
+            finally:
+                for c in admitted:
+                    c.close()
+            time.sleep(0.5)  # the winner's DISCONNECT frees the slot everywhere
+    finally:
+        for c in held:
+            c.close()

@@ -43,3 +43,26 @@ def test_resync_drops_dead_servers_and_keeps_newer_events() -> None:
     ledger.resync(started, ["s1"], [(("s1", 1), "42", "42-b"), (("s1", 4), "43", "43-x")])
     assert sorted(c.client_id for c in ledger.live("42")) == ["42-new"]
     assert [c.client_id for c in ledger.live("43")] == ["43-x"]
+
+
+def test_known_gone_needs_evidence_not_absence_alone() -> None:
+    clock = Clock()
+    wall = Clock()
+    wall.now = 1_000.0
+    ledger = Ledger(clock=clock, wall=wall)
+    ledger.connected(("s1", 1), "42", "42-a")
+    assert not ledger.known_gone(("s1", 1), 990.0)  # live
+    ledger.disconnected(("s1", 1))
+    assert ledger.known_gone(("s1", 1), 990.0)  # its DISCONNECT came
+    # granted by another callout, its CONNECT not seen yet: not gone
+    assert not ledger.known_gone(("s2", 7), 995.0)
+    # a snapshot requested well after the grant did not list it: gone (a killed node, a lost
+    # DISCONNECT); one requested about when it was granted proves nothing (clock skew)
+    ledger.resync(clock.now, ["s1", "s2"], [], started_wall=996.0)
+    assert not ledger.known_gone(("s2", 7), 995.0)
+    ledger.resync(clock.now, ["s1", "s2"], [], started_wall=1_000.0)
+    assert ledger.known_gone(("s2", 7), 995.0)
+    # a node that shut down: its connections are gone
+    ledger.connected(("s3", 1), "42", "42-b")
+    ledger.server_gone("s3")
+    assert ledger.known_gone(("s3", 1), 1_001.0)

@@ -8,7 +8,8 @@ Accounts:
     APP   every MQTT client (devices and our services), with JetStream (MQTT sessions, retained
           messages); users land here only through the auth callout, except the callouts' own
           ``feed`` user (revocation lines only)
-    AUTH  the auth-callout service's own account
+    AUTH  the auth-callout service's own account, with JetStream for one key-value bucket
+          (the live connections per user: the cap, exact across callouts)
     SYS   the system account: presence events (``$SYS.ACCOUNT.APP.CONNECT``) and CONNZ
 
 The files contain public nkeys only (see :mod:`.keys`); no secret is written.
@@ -168,7 +169,8 @@ accounts {{
       }} }}
     ]
   }}
-  {AUTH_ACCOUNT}: {{ users: [ {{ nkey: {_q(keys.callout.public)} }} ] }}
+  # JetStream here holds only the callouts' per-user connection records (a key-value bucket)
+  {AUTH_ACCOUNT}: {{ jetstream: enabled, users: [ {{ nkey: {_q(keys.callout.public)} }} ] }}
   {SYSTEM_ACCOUNT}: {{ users: [ {{ nkey: {_q(keys.system.public)} }} ] }}
 }}
 system_account: {SYSTEM_ACCOUNT}

@@ -6,8 +6,10 @@ NATS has no per-user connection cap, so the callout counts: ``$SYS.ACCOUNT.APP.C
 ``(server id, client id number)``, which is also how the callout request names it, so a grant
 counts as *pending* until its CONNECT event arrives (or ``pending_seconds`` pass: the client
 never finished connecting). Several callouts each keep their own ledger; two CONNECTs of one
-user decided within the same few milliseconds by two callouts can both pass (the cap is exact
-per callout, and within one event's latency across callouts).
+user decided within the same few milliseconds by two callouts can both pass (so the
+ledger alone is exact per callout only: the cluster-wide cap is the JetStream bucket of
+:mod:`plantnotify.authcallout.capstore`, which asks :meth:`Ledger.known_gone` which of its
+entries have ended).
 
 Not thread-safe: the service uses it from its event loop only.
 """
@@ -31,10 +33,15 @@ class Conn:
 
 class Ledger:
     def __init__(
-        self, pending_seconds: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self,
+        pending_seconds: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.pending_seconds = pending_seconds
         self._clock = clock
+        self._wall = wall
+        self._resynced_wall = 0.0  # unix time the last applied snapshot was requested at
         self._conns: dict[ConnKey, Conn] = {}
         self._by_user: dict[str, set[ConnKey]] = {}
         self._gone: dict[ConnKey, float] = {}  # disconnects seen, for resync races
@@ -74,6 +81,18 @@ class Ledger:
     def __len__(self) -> int:
         return len(self._conns)
 
+    def known_gone(self, key: ConnKey, granted_at: float, margin: float = 2.0) -> bool:
+        """Whether a connection granted at ``granted_at`` (unix seconds; by any callout) has
+        certainly ended: its DISCONNECT (or its node's SHUTDOWN) was seen, or a snapshot
+        requested more than ``margin`` seconds (clock skew between callouts) after the grant did
+        not list it. Unknown is not gone: a grant whose CONNECT event has not arrived yet still
+        counts."""
+        if key in self._gone:
+            return True
+        if key in self._conns:
+            return False
+        return granted_at + margin < self._resynced_wall
+
     def users(self) -> set[str]:
         """Users with at least one live connection (expired grants dropped)."""
         return {user for user in list(self._by_user) if self.live(user)}
@@ -99,7 +118,9 @@ class Ledger:
         self._drop(key)
 
     def server_gone(self, server_id: str) -> None:
+        now = self._clock()
         for key in [k for k in self._conns if k[0] == server_id]:
+            self._gone[key] = now
             self._drop(key)
 
     def resync(
@@ -107,12 +128,15 @@ class Ledger:
         started: float,
         servers: Iterable[str],
         snapshot: Iterable[tuple[ConnKey, str, str]],
+        *,
+        started_wall: float | None = None,
     ) -> None:
         """Replace what a snapshot requested at ``started`` covers.
 
         ``servers``: the servers that answered; connections on any other server are dropped
         (a dead node). A connection seen by an event after ``started`` wins over the snapshot
         both ways (a newer CONNECT is kept, a newer DISCONNECT is not undone).
+        ``started_wall``: ``started`` as unix time (for :meth:`known_gone`; default: now).
         """
         answered = set(servers)
         seen: set[ConnKey] = set()
@@ -131,6 +155,7 @@ class Ledger:
             if key[0] not in answered or conn.pending_until is None:
                 self._drop(key)
         self._gone = {k: t for k, t in self._gone.items() if t >= started}
+        self._resynced_wall = self._wall() if started_wall is None else started_wall
 
     # --- internals ---------------------------------------------------------------------------
 
