@@ -72,11 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         feed: RevocationFeed | None = RevocationFeed(
             settings, state.sessions, state.revocation_wakeup
         ).start()
-        cap = (
-            SessionCap(settings, state.sessions).start()
-            if settings.broker_engine == "mosquitto"
-            else None
-        )
+        # Both engines: the plugin (Mosquitto) or the auth callouts (NATS) send the notices.
+        cap: SessionCap | None = SessionCap(settings, state.sessions).start()
         try:
             yield
         finally:

@@ -14,10 +14,19 @@ JetStream key-value bucket in the AUTH account (:mod:`plantnotify.authcallout.ca
 presence picture deciding which recorded connections have ended. Requests are decided
 concurrently (each in its own task), so a grant waiting for the bucket does not hold up others.
 
-and a third, as the ``feed`` user (APP account, exempt from the callout, allowed only these
-two subjects): revocation lines from the API's feed (``$CONTROL.plantnotify.revocations``),
+and a third, as the ``feed`` user (APP account, exempt from the callout, allowed only a few
+subjects): revocation lines from the API's feed (``$CONTROL.plantnotify.revocations``),
 and our requests for all of them (``plantnotify.broker.revocations.resync``, a ``BrokerBoot``
-with this callout's boot id, repeated until the feed's ``SYNC``). A user CONNECT whose token is
+with this callout's boot id, repeated until the feed's ``SYNC``). On it the callout also does
+for the API what the Mosquitto plugin does (issue 14's persistent-session cap):
+
+* the MQTT gateway writes a record per session on every CONNECT (``$MQTT.sess.<hash>``,
+  ``clean`` false for a session that outlives its connection); for a user CONNECT this
+  callout granted, a persistent record becomes a ``PersistentSessionOpened`` on
+  ``plantnotify.broker.persistent-sessions`` (only the granting callout knows the user);
+* a request on ``$CONTROL.plantnotify.sessions`` (payload: a request id; one callout of a
+  queue group answers) gets the whole sessions picture from the presence ledger on
+  ``plantnotify.broker.sessions``, as the plugin's ``SessionsPicture`` parts. A user CONNECT whose token is
 revoked is refused; a line that revokes something closes the user's live connections on every
 node (``$SYS.REQ.SERVER.<id>.KICK``), as the plugin does. With ``MQTT_REVOCATION_SYNC_SECONDS``
 a callout refuses users until its sync came, for at most that long.
@@ -50,7 +59,11 @@ from plantnotify.authcallout import natsjwt
 from plantnotify.authcallout.capstore import CapStore, CapUnavailable
 from plantnotify.authcallout.revocations import Revocations
 from plantnotify.authcallout.rules import Refused, TokenConfig, check_connect
-from plantnotify.broker.engines.nats.config import APP_ACCOUNT, subject
+from plantnotify.broker.engines.nats.config import (
+    APP_ACCOUNT,
+    MQTT_SESSION_RECORDS,
+    subject,
+)
 from plantnotify.broker.engines.nats.keys import NatsKeys
 from plantnotify.broker.engines.nats.ledger import Ledger
 from plantnotify.broker.engines.nats.presence import (
@@ -61,10 +74,18 @@ from plantnotify.broker.engines.nats.presence import (
     parse_conn_event,
     parse_shutdown,
 )
-from plantnotify.contracts.events import BrokerBoot
+from plantnotify.contracts.events import (
+    BrokerBoot,
+    PersistentSessionOpened,
+    SessionEntry,
+    SessionsPicture,
+)
 from plantnotify.contracts.topics import (
+    BROKER_PERSISTENT_SESSIONS_TOPIC,
     BROKER_REVOCATIONS_RESYNC_TOPIC,
     BROKER_REVOCATIONS_TOPIC,
+    BROKER_SESSIONS_TOPIC,
+    SESSIONS_REQUEST_TOPIC,
 )
 from plantnotify.settings import Settings
 
@@ -79,6 +100,13 @@ RESYNC_EVERY_SECONDS = 2.0  # ask the feed again until its SYNC for us came
 KICK_AGAIN_SECONDS = 1.5  # a connection granted just before the line may not be kickable yet
 PRUNE_SECONDS = 60.0
 CAP_QUEUE_GROUP = "plantnotify-auth-callout-cap"  # one callout removes each ended connection
+PICTURE_QUEUE_GROUP = "plantnotify-auth-callout-picture"  # one callout answers each request
+PERSISTENT_SESSIONS_SUBJECT = subject(BROKER_PERSISTENT_SESSIONS_TOPIC)
+PICTURE_REQUEST_SUBJECT = subject(SESSIONS_REQUEST_TOPIC)
+PICTURE_SUBJECT = subject(BROKER_SESSIONS_TOPIC)
+RECORD_WAIT_SECONDS = 30.0  # a grant whose session record has not come by then is forgotten
+PICTURE_PART_USERS = 500
+PICTURE_MAX_PARTS = 32
 MAX_DECIDING = 256  # requests decided at once; more wait (the server retries after ~2 s)
 
 
@@ -126,6 +154,8 @@ class AuthCallout:
         self._slots = asyncio.Semaphore(MAX_DECIDING)
         self.cap: CapStore | None = None
         self.cap_fallbacks = 0  # grants decided without the bucket (it did not answer)
+        # MQTT client id -> (user, granted at): user grants whose session record is awaited
+        self._awaiting_record: dict[str, tuple[str, float]] = {}
         self.ready = asyncio.Event()
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -161,6 +191,10 @@ class AuthCallout:
         )
         await self._feed.subscribe(REVOCATIONS_SUBJECT, cb=self._on_revocations)
         await self._feed.subscribe(RESYNC_SUBJECT, cb=self._on_resync_request)
+        await self._feed.subscribe(MQTT_SESSION_RECORDS, cb=self._on_session_record)
+        await self._feed.subscribe(
+            PICTURE_REQUEST_SUBJECT, queue=PICTURE_QUEUE_GROUP, cb=self._on_picture_request
+        )
         await self._feed.flush()
         self._tasks.append(asyncio.create_task(self._ask_for_revocations()))
         self._auth = await self._connect(self.keys.callout.seed_str, f"plantnotify-{self.name}")
@@ -245,6 +279,57 @@ class AuthCallout:
             await self.cap.release(event.user, event.key, self.ledger.known_gone)
         except Exception as exc:
             log.debug("connection-cap release of %s: %s", event.user[:64], exc)
+
+    # --- persistent sessions and the sessions picture (the API's session cap) -------------
+
+    async def _on_session_record(self, msg: Msg) -> None:
+        """A session record of a CONNECT this callout granted: persistent -> the notice."""
+        try:
+            body = json.loads(msg.data)
+            client_id = str(body["id"])
+        except (ValueError, KeyError, TypeError):
+            return
+        granted = self._awaiting_record.pop(client_id, None)
+        if granted is None or body.get("clean") or self._feed is None:
+            return
+        notice = PersistentSessionOpened(
+            user_id=granted[0], client_id=client_id, at=int(time.time() * 1000)
+        )
+        with contextlib.suppress(Exception):  # the API gets the next one (as with the plugin)
+            await self._feed.publish(PERSISTENT_SESSIONS_SUBJECT, notice.to_json_bytes())
+
+    def _await_record(self, user: str, client_id: str) -> None:
+        now = time.monotonic()
+        if len(self._awaiting_record) > 10_000:
+            cutoff = now - RECORD_WAIT_SECONDS
+            self._awaiting_record = {
+                c: g for c, g in self._awaiting_record.items() if g[1] >= cutoff
+            }
+        self._awaiting_record[client_id] = (user, now)
+
+    async def _on_picture_request(self, msg: Msg) -> None:
+        """Every online user with their client ids, as the plugin answers the same request."""
+        request_id = msg.data.decode(errors="replace").strip()
+        if not request_id or self._feed is None:
+            return
+        entries = []
+        for user in sorted(self.ledger.users()):
+            ids = sorted({c.client_id for c in self.ledger.live(user)})
+            entries.append(SessionEntry(user_id=user, connections=len(ids), client_ids=ids))
+        size = max(PICTURE_PART_USERS, -(-len(entries) // PICTURE_MAX_PARTS))
+        chunks = [entries[i : i + size] for i in range(0, len(entries), size)] or [[]]
+        for number, chunk in enumerate(chunks, start=1):
+            part = SessionsPicture(
+                boot_id=self.boot_id,
+                request_id=request_id,
+                seq=0,
+                at=int(time.time()),
+                part=number,
+                parts=len(chunks),
+                sessions=chunk,
+            )
+            with contextlib.suppress(Exception):
+                await self._feed.publish(PICTURE_SUBJECT, part.to_json_bytes())
 
     async def _on_shutdown_event(self, msg: Msg) -> None:
         server_id = parse_shutdown(msg.data)
@@ -431,6 +516,7 @@ class AuthCallout:
         self.counts.add("accepted")
         if not accepted.service:
             self.ledger.grant(conn_key, accepted.sub, client_id)
+            self._await_record(accepted.sub, client_id)
         sub = accepted.sub
         token = natsjwt.user_jwt(
             self.issuer,

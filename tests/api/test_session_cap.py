@@ -1,6 +1,7 @@
 """Issue 14, finding 9: persistent MQTT sessions per user are capped, oldest ended first.
 
-Against our Mosquitto with the plugin, the real API (its session-cap thread running) and
+Against each engine (our Mosquitto with the plugin; the NATS cluster with its auth callouts,
+devices on another node than the API's), the real API (its session-cap thread running) and
 PostgreSQL: a user leaves 41 persistent sessions behind (the cap is 40); the oldest is ended,
 so the message queued for it while it was away is never delivered when it comes back, while the
 next oldest still gets its own; a connected session is never the one ended; each ending is in
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +26,8 @@ from api.session_cap import Recorded, sessions_to_end
 from plantnotify.db.models import AuditEntry, PersistentMqttSession
 from tests.support import mqtt
 from tests.support.api import SettingsFactory, User, register
-from tests.support.broker import BrokerFactory, BrokerHandle
+from tests.support.broker import BrokerFactory
+from tests.support.nats import NatsHandle
 
 CAP = 40
 WITHIN = 10.0
@@ -40,19 +43,46 @@ def test_the_oldest_offline_sessions_are_ended_first() -> None:
     assert sessions_to_end(sessions, {f"u-{i}" for i in range(5)}, 1) == []
 
 
-@pytest.fixture
+@dataclass
+class Devices:
+    """Where the test's devices and its publishing service connect, and their tokens."""
+
+    port: int
+    nats: NatsHandle | None = None
+    mosquitto: object | None = None
+
+    def token(self, user: str, service: bool = False) -> str:
+        handle = self.nats if self.nats is not None else self.mosquitto
+        return str(handle.token(user, service=service))  # type: ignore[union-attr]
+
+
+@pytest.fixture(params=["mosquitto", "nats"])
 def stack(
-    broker_factory: BrokerFactory, make_settings: SettingsFactory, tmp_path: Path
-) -> Iterator[tuple[BrokerHandle, TestClient]]:
-    b = broker_factory(data_dir=tmp_path / "broker")
-    settings = make_settings(
-        mqtt_port=b.port,
-        mqtt_ws_port=b.ws_port,
-        mqtt_data_dir=b.data_dir,
-        mqtt_max_persistent_sessions_per_user=CAP,
-    )
+    request: pytest.FixtureRequest,
+    broker_factory: BrokerFactory,
+    make_settings: SettingsFactory,
+    tmp_path: Path,
+) -> Iterator[tuple[Devices, TestClient]]:
+    if request.param == "nats":
+        cluster: NatsHandle = request.getfixturevalue("nats_cluster")
+        settings = make_settings(
+            broker_engine="nats",
+            mqtt_port=cluster.settings.mqtt_port,
+            mqtt_ws_port=cluster.settings.mqtt_ws_port,
+            mqtt_max_persistent_sessions_per_user=CAP,
+        )
+        devices = Devices(cluster.ports[1], nats=cluster)
+    else:
+        b = broker_factory(data_dir=tmp_path / "broker")
+        settings = make_settings(
+            mqtt_port=b.port,
+            mqtt_ws_port=b.ws_port,
+            mqtt_data_dir=b.data_dir,
+            mqtt_max_persistent_sessions_per_user=CAP,
+        )
+        devices = Devices(b.port, mosquitto=b)
     with TestClient(create_app(settings)) as c:
-        yield b, c
+        yield devices, c
 
 
 def _token(client: TestClient, user: User) -> str:
@@ -96,7 +126,7 @@ def _wait_evicted(database_url: str, user: User, count: int) -> list[str]:
 
 
 def test_41st_persistent_session_ends_the_oldest_and_its_queue(
-    stack: tuple[BrokerHandle, TestClient], database_url: str
+    stack: tuple[Devices, TestClient], database_url: str
 ) -> None:
     b, client = stack
     user = register(client)
@@ -121,7 +151,9 @@ def test_41st_persistent_session_ends_the_oldest_and_its_queue(
     assert len(kept) == CAP and f"{user.user_id}-s00" not in kept
 
     # An event published while both are away: queued for s01's session only.
-    service = mqtt.connect(b.port, "svc-test", b.token("svc-test", service=True), "svc-test-1")
+    service = mqtt.connect(
+        b.port, "svc-test", b.token("svc-test", service=True), "svc-test-1", protocol=MQTTv311
+    )
     try:
         service.publish(f"users/{user.user_id}/analyses/a1", b'{"x":1}', qos=1)
     finally:
@@ -139,7 +171,7 @@ def test_41st_persistent_session_ends_the_oldest_and_its_queue(
 
 
 def test_a_connected_session_is_never_the_one_ended(
-    stack: tuple[BrokerHandle, TestClient], database_url: str
+    stack: tuple[Devices, TestClient], database_url: str
 ) -> None:
     b, client = stack
     user = register(client)

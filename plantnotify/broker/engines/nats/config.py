@@ -25,8 +25,11 @@ from pathlib import Path
 
 from plantnotify.broker.engines.nats.keys import NatsKeys
 from plantnotify.contracts.topics import (
+    BROKER_PERSISTENT_SESSIONS_TOPIC,
     BROKER_REVOCATIONS_RESYNC_TOPIC,
     BROKER_REVOCATIONS_TOPIC,
+    BROKER_SESSIONS_TOPIC,
+    SESSIONS_REQUEST_TOPIC,
 )
 from plantnotify.settings import Settings
 
@@ -38,6 +41,9 @@ SESSION_IDLE_HOURS = 7 * 24
 JS_API_TIMEOUT_SECONDS = 10  # as mosquitto.conf.template's persistent_client_expiration
 # Standard ports of a node on its own machine.
 STANDARD_PORTS = {"client": 4222, "cluster": 6222, "mqtt": 1883, "ws": 8080, "http": 8222}
+# Where the MQTT gateway keeps one record per MQTT session (JSON: "id" = the client id,
+# "clean": true unless it outlives its connection), written on every CONNECT.
+MQTT_SESSION_RECORDS = "$MQTT.sess.>"
 
 
 @dataclass(frozen=True)
@@ -162,10 +168,11 @@ accounts {{
   {APP_ACCOUNT}: {{
     jetstream: enabled
     users: [
-      # the auth callouts' view of the API's revocation feed; nothing else
+      # the auth callouts in the APP account: the API's revocation feed, the MQTT session
+      # records (persistent sessions, for the API's cap) and the sessions picture; nothing else
       {{ nkey: {_q(keys.feed.public)}, permissions: {{
-          publish: {{ allow: [{_q(subject(BROKER_REVOCATIONS_RESYNC_TOPIC))}] }}
-          subscribe: {{ allow: [{_q(subject(BROKER_REVOCATIONS_TOPIC))}, {_q(subject(BROKER_REVOCATIONS_RESYNC_TOPIC))}] }}
+          publish: {{ allow: [{_q(subject(BROKER_REVOCATIONS_RESYNC_TOPIC))}, {_q(subject(BROKER_PERSISTENT_SESSIONS_TOPIC))}, {_q(subject(BROKER_SESSIONS_TOPIC))}] }}
+          subscribe: {{ allow: [{_q(subject(BROKER_REVOCATIONS_TOPIC))}, {_q(subject(BROKER_REVOCATIONS_RESYNC_TOPIC))}, {_q(MQTT_SESSION_RECORDS)}, {_q(subject(SESSIONS_REQUEST_TOPIC))}] }}
       }} }}
     ]
   }}
