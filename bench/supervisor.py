@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
-SCAN_SECONDS = 0.5
+SCAN_SECONDS = 1.0
 GRACE_SECONDS = 5.0
 SPARED = frozenset({"epmd"})
 
@@ -100,6 +100,26 @@ def _table() -> dict[int, tuple[int, int, str, str]]:
     return table
 
 
+class _Scanner:
+    """The process table, reading only processes not seen before: reading all of them (200+
+    on a busy machine) every second cost the watchdog ~2 % of a core. A cached parent may be
+    stale after a reparenting; the walk starts from every known process too, and the final
+    stop reads everything afresh."""
+
+    def __init__(self) -> None:
+        self.cache: dict[int, tuple[int, int, str, str]] = {}
+
+    def table(self) -> dict[int, tuple[int, int, str, str]]:
+        pids = {int(e) for e in os.listdir("/proc") if e.isdigit()}
+        for gone in self.cache.keys() - pids:
+            del self.cache[gone]
+        for pid in pids - self.cache.keys():
+            info = _stat(pid)
+            if info is not None:
+                self.cache[pid] = info
+        return self.cache
+
+
 def _descendants(roots: set[int], table: dict[int, tuple[int, int, str, str]]) -> set[int]:
     children: dict[int, list[int]] = {}
     for pid, (ppid, *_rest) in table.items():
@@ -127,6 +147,7 @@ def _alive(known: dict[int, int], table: dict[int, tuple[int, int, str, str]]) -
 def watch(runner: int) -> None:
     me = os.getpid()
     known: dict[int, int] = {}
+    scanner = _Scanner()
     paths: list[str] = []
     pending = b""
     while True:
@@ -138,11 +159,11 @@ def watch(runner: int) -> None:
             pending += data
             *lines, pending = pending.split(b"\n")
             paths.extend(line.decode() for line in lines if line)
-        table = _table()
-        for pid in _descendants({runner}, table) - {me}:
-            if table[pid][3] not in SPARED:
+        table = scanner.table()
+        for pid in _descendants({runner, *known}, table) - {me}:
+            if pid not in known and table[pid][3] not in SPARED:
                 known[pid] = table[pid][1]
-        known = {pid: known[pid] for pid in _alive(known, table)}
+        known = {pid: started for pid, started in known.items() if pid in table}
     _stop_all(known, me)
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
