@@ -115,6 +115,20 @@ class Bridge:
         # on a NATS connection of its own (NATS).
         on_nats = settings.broker_engine == "nats"
         presence_filters = [] if on_nats else broker_presence_filters(sync_topic)
+        # Several bridges of one share group each get a part of the events (Mosquitto hands
+        # each publication to one member): the intake scales with bridge processes. Decisions
+        # are safe with any number of bridges (see bridge.store); presence and receipts still
+        # reach every bridge.
+        events_filter = ALL_ANALYSES_FILTER
+        if settings.bridge_share_group:
+            if on_nats:
+                log.warning(
+                    "BRIDGE_SHARE_GROUP is ignored on NATS (no MQTT shared subscriptions): "
+                    "every bridge takes in every event"
+                )
+            else:
+                events_filter = f"$share/{settings.bridge_share_group}/{ALL_ANALYSES_FILTER}"
+        self.events_filter = events_filter
         self.mqtt = MqttClient(
             ConnectOptions(
                 host=settings.mqtt_host,
@@ -135,13 +149,13 @@ class Bridge:
                     # broker keeps at most max_inflight_messages (20) unacknowledged, so the
                     # intake ran at the pace of PUBACK round trips through a busy Python
                     # process, and beyond max_queued_messages the broker dropped them anyway.
-                    (ALL_ANALYSES_FILTER, 0),
+                    (events_filter, 0),
                 ],
                 # Events are retained for days: replaying all of them on every (re)connect
                 # only to skip them delayed the sync (and so every push decision) by minutes
                 # once tens of thousands were retained (plantnotify bench, fallback scenario).
                 # New publications are what the bridge follows; the sweep covers any gap.
-                no_retained_replay=frozenset({ALL_ANALYSES_FILTER}),
+                no_retained_replay=frozenset({events_filter}),
             ),
             on_message=lambda m: self.loop.message(m),
             on_state=lambda s: self.loop.put(Item("state", state=s)),

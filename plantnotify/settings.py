@@ -286,6 +286,12 @@ class Settings(BaseSettings):
     bridge_instance: str | None = Field(
         None, description="Stable name of this bridge (MQTT client id suffix); default host-pid."
     )
+    bridge_share_group: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="Bridges with the same group split the users' events between them (an MQTT "
+        "shared subscription; Mosquitto only); unset: each bridge takes in every event.",
+    )
     bridge_session_expiry_seconds: int = Field(
         600, ge=0, description="Broker keeps the bridge's receipts this long across its restarts."
     )

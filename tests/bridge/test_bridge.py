@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from bridge import metrics
 from bridge.credentials import ephemeral_service_account
@@ -526,3 +527,38 @@ def test_an_event_mqtt_never_delivered_is_found_by_an_incremental_sweep(
     d = world.final_decision(event.event_id, timeout=10)
     assert (d.state, d.reason) == ("pushed", Reason.OFFLINE_AT_PUBLISH)
     wait_for(lambda: fcm_emulator.deliveries(token), what="the push")
+
+
+def test_bridges_of_one_share_group_split_the_events_and_push_each_once(
+    make_bridge: BridgeFactory, world: World, fcm_emulator: FcmEmulator
+) -> None:
+    taken: dict[str, list[str]] = {"share-a": [], "share-b": []}
+    bridges = [
+        make_bridge(instance=name, bridge_share_group="t", fallback_grace_seconds=60)
+        for name in taken
+    ]
+    for b, name in zip(bridges, taken, strict=True):
+        assert b.events_filter == "$share/t/users/+/analyses/+"
+        follow = b.intake.event
+
+        def event(uid: str, aid: str, msg: Any, follow: Any = follow, name: str = name) -> bool:
+            if follow(uid, aid, msg):
+                taken[name].append(aid)
+                return True
+            return False
+
+        b.intake.event = event  # type: ignore[method-assign]
+    users = [new_user() for _ in range(4)]
+    tokens = {u: world.add_device(u) for u in users}
+    events = [world.emit(u) for u in users for _ in range(4)]
+
+    for e in events:
+        (row,) = world.finished(e.event_id, 1, timeout=20).values()
+        assert row.status == "sent" and row.attempts == 1
+    for u in users:
+        got = sorted(m["message"]["data"]["eventId"] for m in fcm_emulator.deliveries(tokens[u]))
+        assert got == sorted(e.event_id for e in events if e.user_id == u)
+    # each publication went to one member of the group: both had some, none had one twice
+    everything = taken["share-a"] + taken["share-b"]
+    assert taken["share-a"] and taken["share-b"]
+    assert sorted(everything) == sorted(e.analysis_id for e in events)
