@@ -1,9 +1,9 @@
 """Fallback: offline users' push decisions alone and beside online traffic, and pushes per second.
 
 The whole path, started by the bench: database, vhost, our broker, the workers (a second one
-in the full run, sharing the outbox), one ``plantnotify bridge`` and ``plantnotify fcm-emulator``
-(FCM HTTP v1 on loopback, reached through firebase-admin like Google's endpoint). Two kinds of
-users:
+in the full run, sharing the outbox), ``plantnotify bridge`` (two of one share group in the
+full run) and ``plantnotify fcm-emulator`` (FCM HTTP v1 on loopback, reached through
+firebase-admin like Google's endpoint). Two kinds of users:
 
 - offline users: no MQTT session, one registered FCM device each; every event is a push;
 - online users: one MQTT/TCP device each (a live session the bridge sees through the plugin's
@@ -51,9 +51,11 @@ REQUIRES = ("worker.outbox", "devtools.fcm_emulator", "bridge.service")
 NEEDS_SERVICES = True  # a throwaway database and vhost
 TITLE = "Offline users: push decision alone and beside online traffic, pushes/s vs firebase-admin"
 USERS = [f"off{i}" for i in range(50)]
-# The bridge sends its pushes from processes of its own (FCM_SENDER_PROCESSES), each with
+# Each bridge sends its pushes from processes of its own (FCM_SENDER_PROCESSES), each with
 # FCM_CONCURRENCY sends in flight; the direct baseline is one process of FCM_CONCURRENCY threads.
-SENDER_PROCESSES = 2
+SENDER_PROCESSES = 1
+# Bridges in the full run, one share group (BRIDGE_SHARE_GROUP): each takes in part of the events.
+BRIDGES = 2
 ONLINE = [f"on{i}" for i in range(100)]
 
 
@@ -172,6 +174,7 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     online_rate, offline_rate, mixed_seconds = ctx.pick((300, 20, 2.0), (2000, 100, 10.0))
     burst = ctx.pick(60, 1000)
     sender_processes = ctx.pick(1, SENDER_PROCESSES)  # quick: the path, not the numbers
+    bridges = ctx.pick(1, BRIDGES)
     ctx.step("database, vhost, broker, worker")
     stack = our_stack(ctx)
     settings = stack.settings
@@ -190,15 +193,27 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             ready_port=fcm_port,
             wait=False,
         ),
-        start_service(
-            ctx,
-            "fallback-bridge",
-            ["bridge"],
-            settings.model_copy(update={"fcm_sender_processes": sender_processes}),
-            ready_port=bridge_metrics,
-            wait=False,
-        ),
     ]
+    # Full run: BRIDGES bridges of one share group split the events (each its own sender
+    # process); quick: one bridge.
+    bridge_ports = [bridge_metrics] + [free_port() for _ in range(bridges - 1)]
+    for n, port in enumerate(bridge_ports):
+        update: dict[str, Any] = {
+            "fcm_sender_processes": sender_processes,
+            "metrics_port_bridge": port,
+        }
+        if bridges > 1:
+            update["bridge_share_group"] = "bench"
+        services.append(
+            start_service(
+                ctx,
+                "fallback-bridge" + (f"{n + 1}" if n else ""),
+                ["bridge"],
+                settings.model_copy(update=update),
+                ready_port=port,
+                wait=False,
+            )
+        )
     if not ctx.quick:  # 2,000 events/s: two workers share the outbox (see sustained)
         worker2 = settings.model_copy(update={"metrics_port_worker": free_port()})
         services.append(
@@ -222,7 +237,14 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
             [{"t": f"bench-device-{u}-{ctx.run_id}", "u": u} for u in USERS],
         )
     engine.dispose()
-    _wait_metric(metrics_url, "plantnotify_bridge_session_picture_in_sync", 1, 60, "get in sync")
+    for port in bridge_ports:
+        _wait_metric(
+            f"http://127.0.0.1:{port}/metrics",
+            "plantnotify_bridge_session_picture_in_sync",
+            1,
+            60,
+            "get in sync",
+        )
     devices = device_agent(ctx, "fallback-online-devices", stack.broker.port, ONLINE)
     _wait_metric(metrics_url, "plantnotify_bridge_live_users", len(ONLINE), 60, "see them live")
     for c in (committer, online_committer):
@@ -344,9 +366,10 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
         f"MQTT/TCP device each, no FCM device). Baseline: {alone_rate} offline events/s alone "
         f"for {alone_seconds:.0f} s; then {offline_rate}/s beside {online_rate} online events/s "
         f"for {mixed_seconds:.0f} s; then a burst of {burst} offline events in one commit. "
-        f"{'One worker' if ctx.quick else 'Two workers'}, one bridge "
-        f"(FCM_SENDER_PROCESSES={sender_processes}, FCM_CONCURRENCY={settings.fcm_concurrency} "
-        "each); direct baseline: firebase-admin "
+        f"{'One worker' if ctx.quick else 'Two workers'}, {bridges} bridge(s)"
+        f"{' of one share group' if bridges > 1 else ''} (each FCM_SENDER_PROCESSES="
+        f"{sender_processes}, FCM_CONCURRENCY={settings.fcm_concurrency}); direct baseline: "
+        "firebase-admin "
         f"messaging.send from {settings.fcm_concurrency} threads to the same emulator."
     )
 
