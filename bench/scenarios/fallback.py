@@ -117,6 +117,33 @@ def _decision_times(database_url: str, prefix: str) -> dict[str, tuple[float, fl
     return {str(a): (float(c), None if d is None else float(d)) for a, c, d in rows}
 
 
+def _published_times(database_url: str, prefix: str) -> dict[str, float]:
+    """analysisId -> when the outbox marked its event published (after the PUBACK), unix s."""
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT analysis_id, EXTRACT(EPOCH FROM published_at) FROM events "
+                    "WHERE analysis_id LIKE :p AND published_at IS NOT NULL"
+                ),
+                {"p": prefix + "%"},
+            ).all()
+    finally:
+        engine.dispose()
+    return {str(a): float(t) for a, t in rows}
+
+
+def _between(start: dict[str, float], end: dict[str, float]) -> list[float]:
+    """ms from ``start`` to ``end`` of the analyses in both."""
+    return [(end[a] - t) * 1000 for a, t in start.items() if a in end]
+
+
+def _rate(times: list[float]) -> float | None:
+    times = sorted(times)
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
+
+
 def _since_commit(committed_wall: dict[str, int], at: dict[str, float]) -> list[float]:
     return [(at[aid] * 1e9 - t) / 1e6 for aid, t in committed_wall.items() if aid in at]
 
@@ -300,6 +327,13 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     floor_ms, _ = latencies_ms(online["committed"], got["received"])
     floor = summarize(floor_ms)
     taken = {a: c for a, (c, _) in _decision_times(database_url, "fb-on-").items()}
+    # The bridge's own part: from the outbox's publish (events.published_at, set after the
+    # PUBACK) to the decision; commit -> decision also holds the outbox's lag under this load.
+    on_published = _published_times(database_url, "fb-on-")
+    mixed_decided = {a: d for a, (_, d) in _decision_times(database_url, "fb-mixed-").items() if d}
+    own = summarize(_between(_published_times(database_url, "fb-mixed-"), mixed_decided))
+    own_intake = summarize(_between(on_published, taken))
+    outbox_rate = _rate(list(on_published.values()))
     intake_ms = _since_commit(online["committed_wall"], taken)
     intake = {**summarize(intake_ms), "missing": len(online["committed_wall"]) - len(intake_ms)}
     created = sorted(taken.values())
@@ -356,6 +390,11 @@ def run(ctx: BenchContext, result: ScenarioResult) -> None:
     m["online_device_p50_ms"] = floor.get("p50")
     m["online_device_p99_ms"] = floor.get("p99")
     m["intake_events_per_s"] = None if intake_rate is None else round(intake_rate, 1)
+    m["outbox_published_per_s"] = None if outbox_rate is None else round(outbox_rate, 1)
+    m["mixed_publish_to_decision_p50_ms"] = own.get("p50")
+    m["mixed_publish_to_decision_p99_ms"] = own.get("p99")
+    m["online_publish_to_taken_in_p50_ms"] = own_intake.get("p50")
+    m["online_publish_to_taken_in_p99_ms"] = own_intake.get("p99")
     m["pushes_per_s"] = burst_out.get("pushes_per_s_at_emulator")
     m["pushes_per_s_end_to_end"] = burst_out.get("pushes_per_s_from_commit")
     m["direct_pushes_per_s"] = direct["pushes_per_s"]
