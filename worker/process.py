@@ -151,7 +151,13 @@ class JobProcessor:
                 match claim.state:
                     case ClaimState.CLAIMED:
                         assert claim.work is not None
-                        log.info("analysis claimed (attempt %d)", claim.work.attempt)
+                        # The first attempt is the usual case, and its result line says it
+                        # all; a retried analysis is worth a line at INFO.
+                        log.log(
+                            logging.INFO if claim.work.attempt > 1 else logging.DEBUG,
+                            "analysis claimed (attempt %d)",
+                            claim.work.attempt,
+                        )
                         return claim.work
                     case ClaimState.FINISHED:
                         log.info("analysis already finished; acking the redelivery")

@@ -43,9 +43,15 @@ from plantnotify.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_times(pid))
 
 
 def make_rows(settings: Settings, count: int, users: int) -> list[tuple[str, str]]:
@@ -132,7 +138,7 @@ def run(settings: Settings, count: int, rate: float, profile: str | None) -> Non
             stderr=subprocess.DEVNULL,
         )
         time.sleep(1.0)
-    cpu0, started = cpu_seconds(worker.pid), time.monotonic()
+    (user0, sys0), started = cpu_times(worker.pid), time.monotonic()
     for i, job in enumerate(messages):
         if rate:
             time.sleep(max(0.0, started + i / rate - time.monotonic()))
@@ -142,7 +148,9 @@ def run(settings: Settings, count: int, rate: float, profile: str | None) -> Non
     while left(settings) and time.monotonic() < deadline:
         time.sleep(0.05)
     elapsed = time.monotonic() - started
-    cpu = cpu_seconds(worker.pid) - cpu0
+    user1, sys1 = cpu_times(worker.pid)
+    user, system = user1 - user0, sys1 - sys0
+    cpu = user + system
     if spy is not None:
         spy.send_signal(2)
         spy.wait(30)
@@ -157,7 +165,8 @@ def run(settings: Settings, count: int, rate: float, profile: str | None) -> Non
     )
     print(
         f"worker CPU {cpu:.2f} s = {cpu / count * 1000:.2f} ms per analysis "
-        f"(load average {' '.join(load)})"
+        f"(user {user / count * 1000:.2f} + system {system / count * 1000:.2f}; "
+        f"load average {' '.join(load)})"
     )
     log_text = log_path.read_text()
     errors = [line for line in log_text.splitlines() if "ERROR" in line or "Traceback" in line]
