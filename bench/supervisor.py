@@ -19,9 +19,13 @@ So the runner (:func:`supervise`):
    SIGKILL after ``GRACE_SECONDS``, and removes the directories the runner registered with
    :func:`remove_at_exit` (the private PostgreSQL and RabbitMQ data).
 
-After a normal end the stack is already stopped and the watchdog finds nothing to do. A process
-started less than ``SCAN_SECONDS`` before the runner died, directly by the runner, can escape
-it. ``epmd`` (Erlang's name service, shared by every Erlang node of the machine) is left alone.
+The runner also puts a mark of its own (``PLANTNOTIFY_BENCH_RUN``) in its environment before it
+starts anything; every process it starts inherits it, and the watchdog's final stop also takes
+every process of this user whose environment carries the mark. So a process started just before
+the runner died (after the watchdog's last scan, and reparented away from the runner's tree when
+the runner went) is stopped too. After a normal end the stack is already stopped and the
+watchdog finds nothing to do. ``epmd`` (Erlang's name service, shared by every Erlang node of the
+machine) is left alone.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ PR_SET_CHILD_SUBREAPER = 36
 SCAN_SECONDS = 1.0
 GRACE_SECONDS = 5.0
 SPARED = frozenset({"epmd"})
+MARK_VARIABLE = "PLANTNOTIFY_BENCH_RUN"
 
 _pipe: int | None = None
 
@@ -53,10 +58,12 @@ def supervise() -> subprocess.Popen[bytes] | None:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         return None
+    mark = f"{os.getpid()}-{time.time_ns()}"
+    os.environ[MARK_VARIABLE] = mark  # inherited by everything the runner starts from now on
     read_end, write_end = os.pipe()  # neither is inherited by children started later
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.supervisor", str(os.getpid())],
+            [sys.executable, "-m", "bench.supervisor", str(os.getpid()), mark],
             stdin=read_end,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -144,7 +151,26 @@ def _alive(known: dict[int, int], table: dict[int, tuple[int, int, str, str]]) -
     }
 
 
-def watch(runner: int) -> None:
+def _marked(mark: str) -> set[int]:
+    """Processes of this user whose environment carries the runner's mark."""
+    needle = f"\0{MARK_VARIABLE}={mark}\0".encode()
+    uid = os.getuid()
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if needle in b"\0" + environ:
+            found.add(int(entry))
+    return found
+
+
+def watch(runner: int, mark: str = "") -> None:
     me = os.getpid()
     known: dict[int, int] = {}
     scanner = _Scanner()
@@ -164,17 +190,21 @@ def watch(runner: int) -> None:
             if pid not in known and table[pid][3] not in SPARED:
                 known[pid] = table[pid][1]
         known = {pid: started for pid, started in known.items() if pid in table}
-    _stop_all(known, me)
+    _stop_all(known, me, mark)
     for path in paths:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _stop_all(known: dict[int, int], me: int) -> None:
+def _stop_all(known: dict[int, int], me: int, mark: str = "") -> None:
     """SIGTERM to each once, SIGKILL to what is left after ``GRACE_SECONDS``."""
     started = time.monotonic()
     termed: set[int] = set()
     while time.monotonic() < started + 2 * GRACE_SECONDS:
         table = _table()
+        # the runner's own, however late they started
+        for pid in (_marked(mark) if mark else set()) - {me}:
+            if pid not in known and pid in table and table[pid][3] not in SPARED:
+                known[pid] = table[pid][1]
         # their children too: one started after the last scan, or left by a killed parent
         for pid in _descendants(_alive(known, table), table) - {me}:
             if pid not in known and table[pid][3] not in SPARED:
@@ -194,7 +224,7 @@ def main() -> None:
     # A terminal's Ctrl-C or hang-up is for the runner, which then stops everything itself.
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    watch(int(sys.argv[1]))
+    watch(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 The soak scenario starts the most varied set of processes: a PostgreSQL cluster that ``pg_ctl``
 leaves running on its own, a RabbitMQ node and a broker in sessions of their own, the worker,
-the N8N stand-in and agents. Once the worker runs, the runner is SIGKILLed, as a test's timeout
-would; nothing it started may survive, and the private database directory goes too.
+the N8N stand-in and agents. The moment the stand-in (started last, directly by the runner) shows,
+the runner is SIGKILLed, as a test's timeout would; nothing it started may survive, not even a
+process younger than the watchdog's last scan, and the private database directory goes too.
 """
 
 from __future__ import annotations
@@ -87,12 +88,12 @@ def test_sigkilled_bench_leaves_no_process_behind(tmp_path: Path) -> None:
         while time.monotonic() < deadline and runner.poll() is None:
             seen.update(_descendants(runner.pid))
             commands = [_cmdline(pid) for pid in seen]
-            if any("plantnotify.cli worker" in c for c in commands):
+            # The stand-in is started right after the worker is ready: killing the runner as
+            # soon as it shows catches a process the watchdog's scans have not seen yet.
+            if any("plantnotify.cli n8n-standin" in c for c in commands):
                 break
-            time.sleep(0.3)
-        time.sleep(2.5)  # the watchdog's next scans
-        seen.update(_descendants(runner.pid))
-        assert runner.poll() is None, "the bench ended before its worker started"
+            time.sleep(0.1)
+        assert runner.poll() is None, "the bench ended before its N8N stand-in started"
         commands = [_cmdline(pid) for pid in seen]
         assert any("plantnotify.cli worker" in c for c in commands), commands
         # The postmaster outlives pg_ctl: it is still below the runner (a child subreaper).
