@@ -188,8 +188,16 @@ class NatsCluster:
                 self._wait_callout(i, deadline)
 
     def start_node(self, index: int, timeout: float = 30.0) -> None:
-        self.nodes[index].start()
-        self._wait_node(index, time.monotonic() + timeout)
+        self.start_nodes([index], timeout)
+
+    def start_nodes(self, indices: list[int], timeout: float = 60.0) -> None:
+        """Starts these nodes together, then waits for each: after a whole-cluster outage no
+        node is healthy before the others are back (JetStream's meta layer needs a quorum)."""
+        deadline = time.monotonic() + timeout
+        for index in indices:
+            self.nodes[index].start()
+        for index in indices:
+            self._wait_node(index, deadline)
 
     def kill_node(self, index: int) -> None:
         self.nodes[index].signal(signal.SIGKILL)
