@@ -18,6 +18,8 @@ from pathlib import Path
 from bench.supervisor import remove_at_exit
 from plantnotify.net import free_port, port_open
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _pg_bin(name: str) -> str:
     found = shutil.which(name) or next(
@@ -152,7 +154,9 @@ class PrivateRabbit:
         for sub in ("mnesia", "log"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "enabled_plugins").write_text("[].\n")
-        (self.root / "rabbitmq.conf").write_text("loopback_users.guest = true\n")
+        # The deployment's own settings (ops/rabbitmq), so a soak measures what production runs.
+        conf = (ROOT / "ops" / "rabbitmq" / "20-plantnotify.conf").read_text()
+        (self.root / "rabbitmq.conf").write_text("loopback_users.guest = true\n" + conf)
         (self.root / "advanced.config").write_text("[].\n")
         if os.geteuid() == 0:
             for path in [self.root, *self.root.rglob("*")]:
