@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -151,26 +152,24 @@ def _alive(known: dict[int, int], table: dict[int, tuple[int, int, str, str]]) -
     }
 
 
-def _marked(mark: str) -> set[int]:
-    """Processes of this user whose environment carries the runner's mark."""
+def _marked(mark: str, pids: Iterable[int]) -> set[int]:
+    """Those of ``pids`` that belong to this user and whose environment carries ``mark``."""
     needle = f"\0{MARK_VARIABLE}={mark}\0".encode()
     uid = os.getuid()
     found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in pids:
         try:
-            if os.stat(f"/proc/{entry}").st_uid != uid:
+            if os.stat(f"/proc/{pid}").st_uid != uid:
                 continue
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
         if needle in b"\0" + environ:
-            found.add(int(entry))
+            found.add(pid)
     return found
 
 
-def watch(runner: int, mark: str = "") -> None:
+def watch(runner: int, mark: str) -> None:
     me = os.getpid()
     known: dict[int, int] = {}
     scanner = _Scanner()
@@ -195,15 +194,15 @@ def watch(runner: int, mark: str = "") -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _stop_all(known: dict[int, int], me: int, mark: str = "") -> None:
+def _stop_all(known: dict[int, int], me: int, mark: str) -> None:
     """SIGTERM to each once, SIGKILL to what is left after ``GRACE_SECONDS``."""
     started = time.monotonic()
     termed: set[int] = set()
     while time.monotonic() < started + 2 * GRACE_SECONDS:
         table = _table()
         # the runner's own, however late they started
-        for pid in (_marked(mark) if mark else set()) - {me}:
-            if pid not in known and pid in table and table[pid][3] not in SPARED:
+        for pid in _marked(mark, table.keys() - known.keys() - {me}):
+            if table[pid][3] not in SPARED:
                 known[pid] = table[pid][1]
         # their children too: one started after the last scan, or left by a killed parent
         for pid in _descendants(_alive(known, table), table) - {me}:
@@ -224,7 +223,7 @@ def main() -> None:
     # A terminal's Ctrl-C or hang-up is for the runner, which then stops everything itself.
     for sig in (signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    watch(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "")
+    watch(int(sys.argv[1]), sys.argv[2])
 
 
 if __name__ == "__main__":
