@@ -31,38 +31,39 @@ EVENTS = 20
 def _retained(engine: EngineUnderTest, user: str, node: int, transport: str) -> dict[str, bytes]:
     """What a new subscription of ``user`` on ``node`` gets replayed (topic -> payload).
 
-    Right after a node dies JetStream elects new stream leaders (6-10 s, shared notes), and a
-    QoS-1 SUBSCRIBE waits for that: the subscription is retried until 60 s have passed."""
+    Right after a node dies JetStream elects new stream leaders (6-10 s, shared notes): a
+    CONNECT or SUBSCRIBE may wait for that, and a granted subscription may get its replay only
+    afterwards. So a fresh subscription is tried again until one gets every event or 60 s have
+    passed; the most complete replay seen is returned."""
     deadline = time.monotonic() + 60
-    while True:
+    best: dict[str, bytes] = {}
+    while len(best) < EVENTS and time.monotonic() < deadline:
         try:
             client = engine.connect(user, node=node, transport=transport)
         except (ConnectRefused, OSError, AssertionError):  # refused, or no CONNACK in time
-            client = None
-        if client is not None:
+            time.sleep(1)
+            continue
+        try:
             try:
                 granted = client.subscribe(analyses_filter(user), timeout=15)
             except queue.Empty:
                 granted = []
-            try:
-                if granted == [1]:
-                    got: dict[str, bytes] = {}
-                    while len(got) < EVENTS:
-                        try:
-                            msg = client.wait_message(10)
-                        except queue.Empty:
-                            break
-                        assert msg.retain, f"a replay without the retain flag: {msg.topic}"
-                        got[msg.topic] = msg.payload
-                    return got
-            finally:
-                client.close()
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no subscription on node {node} within 60 s")
-        time.sleep(1)
+            got: dict[str, bytes] = {}
+            while granted == [1] and len(got) < EVENTS:
+                try:
+                    msg = client.wait_message(10)
+                except queue.Empty:
+                    break
+                assert msg.retain, f"a replay without the retain flag: {msg.topic}"
+                got[msg.topic] = msg.payload
+            if len(got) > len(best):
+                best = got
+        finally:
+            client.close()
+    return best
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_retained_events_outlive_a_node_and_the_whole_cluster(
     base_settings: Settings, tmp_path: Path
 ) -> None:
