@@ -180,14 +180,25 @@ class LeanClient(asyncio.Protocol):
             session_expiry=session_expiry,
         )
         self.send(packet)
-        code = await self.connack
+        try:
+            code = await self.connack
+        except ConnectionError as exc:
+            raise ConnectionError(
+                f"{client_id}: {self.host}:{self.port} closed the connection before CONNACK ({exc})"
+            ) from exc
         if code != w.CONNACK_ACCEPTED:
             raise ConnectionRefusedError(
                 f"CONNACK refused {client_id}: {w.CONNACK_REASONS.get(code, hex(code))}"
             )
         if subscribe:
             self.send(w.subscribe_packet(1, subscribe, 1, self.protocol))
-            body = await self.suback
+            try:
+                body = await self.suback
+            except ConnectionError as exc:
+                raise ConnectionError(
+                    f"{client_id}: {self.host}:{self.port} closed the connection before SUBACK "
+                    f"({exc})"
+                ) from exc
             codes = w.suback_codes(body, self.protocol)
             if any(c >= 0x80 for c in codes):
                 raise PermissionError(f"SUBSCRIBE {subscribe} refused for {client_id}: {codes!r}")

@@ -7,7 +7,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from plantnotify.broker.engines.nats.cluster import NatsCluster, local_layout
 from plantnotify.contracts.claims import mint_mqtt_token
 from plantnotify.settings import Settings
 from tests.support.broker import settings_with
-from tests.support.mqtt import V311, ConnectRefused, connect
 
 
 class NatsHandle:
@@ -41,18 +39,8 @@ class NatsHandle:
         return mint_mqtt_token(self.settings.mqtt_signer, user_id, ttl, service=service)
 
     def wait_accepting(self, timeout: float = 30.0) -> None:
-        """Until a service client connects on every node (JetStream's MQTT streams exist)."""
-        deadline = time.monotonic() + timeout
-        for i, port in enumerate(self.ports):
-            while True:
-                try:
-                    name = f"svc-warmup{i}"
-                    connect(port, name, self.token(name, service=True), name, protocol=V311).close()
-                    break
-                except (ConnectRefused, AssertionError, OSError):
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
+        """Until a service client connects on every node (after nodes were restarted)."""
+        self.cluster.wait_accepting(timeout)
 
 
 def start_nats_cluster(base: Settings, data_dir: Path, **overrides: Any) -> NatsHandle:
@@ -73,8 +61,7 @@ def start_nats_cluster(base: Settings, data_dir: Path, **overrides: Any) -> Nats
     cluster = NatsCluster(settings, layout)
     handle = NatsHandle(cluster)
     try:
-        cluster.start()
-        handle.wait_accepting()
+        cluster.start()  # returns once every node accepts an MQTT service client
     except BaseException:
         cluster.stop()
         raise

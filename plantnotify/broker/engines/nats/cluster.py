@@ -9,6 +9,7 @@ started one by one (chaos tests).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -21,8 +22,10 @@ from typing import IO
 
 from plantnotify.broker.engines.nats.binary import find_nats_server
 from plantnotify.broker.engines.nats.config import ClusterLayout, NatsNode, write_configs
+from plantnotify.contracts.claims import mint_mqtt_token
+from plantnotify.mqtt import ConnectOptions, Credentials, MqttClient, MqttError
 from plantnotify.net import free_port
-from plantnotify.settings import Settings
+from plantnotify.settings import ConfigError, Settings
 
 CALLOUT_READY = "auth callout ready"
 # Settings the auth callout reads (everything else it does not need).
@@ -186,6 +189,7 @@ class NatsCluster:
                 child.start()
             for i in range(len(self.callouts)):
                 self._wait_callout(i, deadline)
+            self.wait_accepting(max(1.0, deadline - time.monotonic()))
 
     def start_node(self, index: int, timeout: float = 30.0) -> None:
         self.start_nodes([index], timeout)
@@ -236,6 +240,45 @@ class NatsCluster:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def wait_accepting(self, timeout: float = 30.0) -> None:
+        """Returns once an MQTT service client has connected through the callout on every node.
+
+        A healthy node is not yet a node that accepts MQTT: the account's first MQTT connection
+        creates JetStream's replicated session and retained streams, and until their leaders
+        are elected a busy node closes new connections ("unable to connect: ... timeout").
+        Without the signing key (RS256 with only the public key here) there is nothing to
+        connect with, and it returns at once.
+        """
+        try:
+            signer = self.settings.mqtt_signer
+        except ConfigError:
+            return
+        deadline = time.monotonic() + timeout
+        for node in self.layout.nodes:
+            name = f"svc-warmup-{node.name}"
+            token = mint_mqtt_token(signer, name, 300, service=True)
+            options = ConnectOptions(
+                host=node.host,
+                port=node.mqtt_port,
+                client_id=name,
+                credentials=functools.partial(Credentials, name, token),
+                protocol=4,
+            )
+            last: MqttError | None = None
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ClusterError(
+                        f"nats node {node.name} does not accept MQTT connections: {last}"
+                    )
+                with MqttClient(options) as client:
+                    try:
+                        client.wait_connected(min(10.0, remaining))
+                        break
+                    except MqttError as exc:
+                        last = exc
+                time.sleep(0.2)
 
     def _wait_node(self, index: int, deadline: float) -> None:
         child, node = self.nodes[index], self.layout.nodes[index]
