@@ -68,6 +68,24 @@ class _ReadAhead:
 
 
 class _Paho(paho.Client):
+    """paho with one writer at a time.
+
+    paho takes a client that does not run ``loop_start()`` for a single-threaded one: a PUBLISH
+    is written from the caller's thread at once, while this client's own thread, woken by
+    paho's socket pair, writes from the same packet queue in ``loop()``. Unserialized, the two
+    threads pop that queue and send concurrently, and a later PUBLISH can reach the broker
+    first: a retained message could go back to an older event. The lock keeps the caller's
+    direct write (no hand-over to the client thread on the latency path) and makes the queue's
+    order the wire's order."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write_lock = threading.Lock()
+
+    def _packet_write(self) -> MQTTErrorCode:
+        with self._write_lock:
+            return super()._packet_write()
+
     def _create_socket(self) -> Any:
         sock = super()._create_socket()
         if self._transport == "tcp" and not self._ssl:

@@ -197,3 +197,55 @@ def test_read_ahead_serves_small_reads_from_one_recv() -> None:
         pass
     else:
         raise AssertionError("an empty non-blocking socket must still raise")
+
+
+def test_publishes_from_other_threads_reach_the_wire_one_at_a_time_in_order(
+    make_client, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """paho writes a PUBLISH from the thread that publishes and from the client's own thread
+    (woken to write too); unserialized, both pop paho's packet queue and send at once, and a
+    later PUBLISH can reach the broker first (a retained event going back to an older one, seen
+    once in CI as an analysis' two progress events swapped on the phone). Each send here is
+    slowed down to widen that window: never two sends at once, and the order is kept."""
+    from plantnotify.mqtt.client import _ReadAhead
+
+    lock = threading.Lock()
+    active: dict[int, int] = {}  # sends in progress, per socket
+    most = [0]
+    real_getattr = _ReadAhead.__getattr__
+
+    def send(self: _ReadAhead, data: bytes) -> int:
+        with lock:
+            active[id(self)] = active.get(id(self), 0) + 1
+            most[0] = max(most[0], active[id(self)])
+        try:
+            time.sleep(0.0005)
+            sent: int = real_getattr(self, "send")(data)
+            return sent
+        finally:
+            with lock:
+                active[id(self)] -= 1
+
+    topic = topics.analysis_topic("mq-olga", "ordered")
+    olga = make_client("mq-olga", subscriptions=[(topics.analyses_filter("mq-olga"), 1)])
+    olga.wait_connected(5)
+    service = make_client("svc-order", service=True)
+    service.wait_connected(5)
+    monkeypatch.setattr(_ReadAhead, "send", send, raising=False)
+
+    count = 300
+
+    def publish_all() -> None:
+        handles = [service.publish(topic, str(i).encode(), retain=True) for i in range(count)]
+        for h in handles:
+            h.wait(10)
+
+    publisher = threading.Thread(target=publish_all, name="publisher")
+    publisher.start()
+    publisher.join(60)
+    assert not publisher.is_alive()
+    monkeypatch.undo()
+
+    assert most[0] == 1, "two threads wrote to one socket at once"
+    got = [int(m.payload) for m in olga.messages(timeout=1.0)]
+    assert got == list(range(count))
