@@ -44,6 +44,10 @@ class Device:
         return [json.loads(m.payload) for m in list(self.inbox)]
 
 
+def _summary(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(e["event"], e.get("stage"), e["eventId"]) for e in events]
+
+
 def test_upload_to_device_and_notifications_agree(
     api: TestClient,
     worker_settings: Settings,
@@ -89,7 +93,9 @@ def test_upload_to_device_and_notifications_agree(
 
         # Missed-event recovery returns the very same events, oldest first.
         listed = api.get("/api/v1/notifications", headers=user.headers).json()
-        assert [e["eventId"] for e in listed] == [e["eventId"] for e in events]
+        assert [e["eventId"] for e in listed] == [e["eventId"] for e in events], (
+            f"listed {_summary(listed)} != received {_summary(events)}"
+        )
         assert listed[-1] == completed
 
         detail = api.get(f"/api/v1/plantanalyses/{aid}", headers=user.headers).json()
