@@ -38,10 +38,6 @@ class NatsHandle:
     def token(self, user_id: str, ttl: int = 300, service: bool = False) -> str:
         return mint_mqtt_token(self.settings.mqtt_signer, user_id, ttl, service=service)
 
-    def wait_accepting(self, timeout: float = 30.0) -> None:
-        """Until a service client connects on every node (after nodes were restarted)."""
-        self.cluster.wait_accepting(timeout)
-
 
 def start_nats_cluster(base: Settings, data_dir: Path, **overrides: Any) -> NatsHandle:
     """A started cluster whose ``settings`` point the services at its first node."""

@@ -91,7 +91,7 @@ def test_retained_events_outlive_a_node_and_the_whole_cluster(
         handle.cluster.kill_node(1)
         handle.cluster.kill_node(2)
         handle.cluster.start_nodes([0, 1, 2], timeout=90)
-        handle.wait_accepting(timeout=60)
+        handle.cluster.wait_accepting(timeout=60)
         for node in range(3):
             assert _retained(engine, user, node, "tcp") == expected, f"node {node} after restart"
     finally:
