@@ -11,10 +11,12 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from bench import mqttwire as w
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+T = TypeVar("T")
 OnPublish = Callable[[str, bytes, int], None]  # topic, payload, arrival (monotonic ns)
 
 
@@ -180,28 +182,27 @@ class LeanClient(asyncio.Protocol):
             session_expiry=session_expiry,
         )
         self.send(packet)
-        try:
-            code = await self.connack
-        except ConnectionError as exc:
-            raise ConnectionError(
-                f"{client_id}: {self.host}:{self.port} closed the connection before CONNACK ({exc})"
-            ) from exc
+        code = await self._answer(self.connack, client_id, "CONNACK")
         if code != w.CONNACK_ACCEPTED:
             raise ConnectionRefusedError(
                 f"CONNACK refused {client_id}: {w.CONNACK_REASONS.get(code, hex(code))}"
             )
         if subscribe:
             self.send(w.subscribe_packet(1, subscribe, 1, self.protocol))
-            try:
-                body = await self.suback
-            except ConnectionError as exc:
-                raise ConnectionError(
-                    f"{client_id}: {self.host}:{self.port} closed the connection before SUBACK "
-                    f"({exc})"
-                ) from exc
+            body = await self._answer(self.suback, client_id, "SUBACK")
             codes = w.suback_codes(body, self.protocol)
             if any(c >= 0x80 for c in codes):
                 raise PermissionError(f"SUBSCRIBE {subscribe} refused for {client_id}: {codes!r}")
+
+    async def _answer(self, future: asyncio.Future[T], client_id: str, packet: str) -> T:
+        """The broker's answer; a connection closed first says whose and before what."""
+        try:
+            return await future
+        except ConnectionError as exc:
+            raise ConnectionError(
+                f"{client_id}: {self.host}:{self.port} closed the connection before {packet} "
+                f"({exc})"
+            ) from exc
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
