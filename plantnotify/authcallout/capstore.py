@@ -219,7 +219,14 @@ class CapStore:
         """Compare-and-set; False when another callout wrote the key since ``revision``."""
         try:
             if not revision:
-                await kv.create(user, encode(slots))
+                try:
+                    await kv.create(user, encode(slots))
+                except KeyNotFoundError:
+                    # Lost to another callout's create that the stream has not applied yet:
+                    # the leader refuses a write on a key while one is in flight ("wrong last
+                    # sequence"), and nats-py's tombstone check inside create() then finds no
+                    # key. The next round reads what that write stored.
+                    return False
             elif slots:
                 await kv.update(user, encode(slots), last=revision)
             else:
